@@ -1,0 +1,107 @@
+"""`axiom-cds`: evaluate a Bundle file or a patient on a FHIR server; serve the CDS Hooks service.
+
+Bad input never produces a traceback: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from .criteria.model import EligibilityReport
+from .engine import evaluate_bundle, evaluate_record
+from .errors import FhirServerError, InputError
+from .fhir.bundle import read_bytes
+from .report.card import cards_response
+from .report.text import render
+from .tables import trial as load_trial
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="AXIOM (NCT05333458) trial eligibility from FHIR R4 data.")
+
+
+class Format(str, Enum):
+    json = "json"
+    card = "card"
+    text = "text"
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"axiom-cds: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def parse_as_of(value: str | None) -> date:
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"--as-of must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def output(report: EligibilityReport, fmt: Format) -> str:
+    if fmt is Format.text:
+        return render(report)
+    body = report.to_json() if fmt is Format.json else cards_response(report)
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path | None, typer.Argument(help="FHIR Bundle (JSON) with one Patient; - for stdin",
+                                                  show_default=False)] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluation date YYYY-MM-DD (default: today)")]
+    = None,
+    fmt: Annotated[Format, typer.Option("--format", help="json report, CDS Hooks card, or text table")]
+    = Format.json,
+    fhir_server: Annotated[str | None, typer.Option("--fhir-server", help="FHIR R4 base URL")] = None,
+    patient: Annotated[str | None, typer.Option("--patient", help="Patient id on --fhir-server")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Bearer token for --fhir-server",
+                                              envvar="AXIOM_FHIR_TOKEN", show_envvar=True)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per FHIR request")] = 30.0,
+) -> None:
+    """Evaluate one patient against every AXIOM criterion."""
+    when = parse_as_of(as_of)
+    try:
+        if fhir_server is not None:
+            if bundle is not None:
+                raise fail("give either a BUNDLE file or --fhir-server, not both")
+            if not patient:
+                raise fail("--fhir-server needs --patient ID")
+            from .fhir.server import fetch_record
+
+            record = asyncio.run(fetch_record(fhir_server, patient, load_trial(), when, token, timeout))
+            report = evaluate_record(record, when)
+        else:
+            if bundle is None:
+                raise fail("give a BUNDLE file, or --fhir-server URL --patient ID")
+            data = sys.stdin.buffer.read() if str(bundle) == "-" else read_bytes(bundle)
+            report = evaluate_bundle(data, when)
+    except (InputError, FhirServerError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(output(report, fmt))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8080,
+) -> None:
+    """Run the CDS Hooks service (issue 3)."""
+    raise fail("the CDS Hooks service is not built yet; use 'axiom-cds evaluate'")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Laboratory criteria: fixed thresholds (ANC, platelets, hemoglobin, albumin, sodium) and multiples
+of the upper limit of normal (total bilirubin, AST, ALT) with their condition modifiers."""
+
+from __future__ import annotations
+
+from ..mapping.facts import Facts
+from ..tables import Trial, observations
+from ..units import UnitError, factor
+from .common import fmt, join, label, unusable
+from .model import CriterionResult, decide
+
+
+def _converted(value: float, unit: str, original: str) -> str | None:
+    """'= 8.77 mg/dL' when the original was in another unit."""
+    return None if original.split()[-1] == unit else f"= {fmt(value)} {unit}"
+
+
+def threshold(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
+    """value >= rule.min, in the rule's unit."""
+    rule = trial.rule(cid)
+    minimum, unit = float(rule["min"]), str(rule["unit"])
+    shown_unit = str(rule.get("display_unit", unit))
+    requirement = f">= {fmt(minimum)} {shown_unit}"
+    window = trial.window(cid)
+    sel = facts.observations.latest(cid, window) if not facts.missing("Observation") else None
+    early = unusable(cid, requirement, facts, sel, cid, window)
+    if early:
+        return early
+    assert sel is not None and sel.chosen is not None and sel.chosen.value is not None
+    m = sel.chosen
+    # the input's canonical unit is the rule's unit, by construction of mappings/
+    assert observations().inputs[cid].unit == unit
+    status = decide(m.value.ge(minimum))
+    shown = m.value.hi if m.value.is_point else None
+    conversion = _converted(shown, shown_unit, m.original) if shown is not None else None
+    note = None
+    if status == "not-met":
+        note = f"{label(cid)} {m.original} {conversion or ''} is below {fmt(minimum)} {shown_unit}"
+    elif status == "unknown":
+        note = f"{label(cid)} reported as {m.original}: the range spans {fmt(minimum)} {shown_unit}"
+    observed = f"{m.dated} {conversion}" if conversion else m.dated
+    return CriterionResult(cid, status, requirement, observed=observed, evidence=[m.ref or ""],
+                           note=join(" ".join(note.split()) if note else None, m.caveat,
+                                     *(sel.notes if status != "met" else [])))
+
+
+def _uln_requirement(rule: dict[str, object], modifier_title: str) -> str:
+    text = f"<= {fmt(float(rule['max_uln']))} x ULN"  # type: ignore[arg-type]
+    mod = rule.get("modifier")
+    if isinstance(mod, dict):
+        text += f" (<= {fmt(float(mod['max_uln']))} x ULN with {modifier_title})"
+    return text
+
+
+def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
+    """value <= k x ULN; k rises when the patient has the modifying condition (Gilbert, liver mets)."""
+    from ..tables import conditions
+
+    rule = trial.rule(cid)
+    mod = rule.get("modifier") or {}
+    mod_set = str(mod.get("condition", ""))
+    mod_title = conditions().sets[mod_set].title if mod_set else ""
+    requirement = _uln_requirement(rule, mod_title)
+    window = trial.window(cid)
+    sel = facts.observations.latest(cid, window) if not facts.missing("Observation") else None
+    early = unusable(cid, requirement, facts, sel, cid, window)
+    if early:
+        return early
+    assert sel is not None and sel.chosen is not None and sel.chosen.value is not None
+    m = sel.chosen
+    spec = observations().inputs[cid]
+    assert spec.unit is not None
+    modifiers = facts.having(mod_set) if mod_set else []
+    k = float(mod["max_uln"]) if modifiers else float(rule["max_uln"])
+    notes: list[str] = []
+    if m.uln is not None and m.uln > 0:
+        uln, uln_text = m.uln, f"ULN {m.uln_original}"
+    else:
+        default = rule["default_uln"]
+        try:
+            uln = float(default["value"]) * factor(str(default["unit"]), spec.unit, spec.analyte, spec.kind)
+        except UnitError as exc:  # a broken trial definition, not bad patient data
+            raise ValueError(f"trial {trial.id}: default ULN for {cid}: {exc}") from exc
+        uln_text = f"assumed ULN {fmt(float(default['value']))} {default['unit']}"
+        notes.append(f"assumed ULN {fmt(float(default['value']))} {default['unit']} (no reference range "
+                     f"on the result; trial default, {default.get('source', 'see trial definition')})")
+    if modifiers:
+        notes.append(f"{mod_title} documented ({modifiers[0].ref or modifiers[0].display}): "
+                     f"limit {fmt(k)} x ULN")
+    status = decide(m.value.le(k * uln))
+    ratio = f"{fmt(m.value.hi / uln)} x ULN" if m.value.is_point else None
+    if status == "not-met":
+        notes.insert(0, f"{label(cid)} {m.original} is {ratio} — above {fmt(k)} x ULN")
+    elif status == "unknown":
+        notes.insert(0, f"{label(cid)} reported as {m.original}: the range spans {fmt(k)} x ULN")
+    return CriterionResult(
+        cid, status, requirement,
+        observed=f"{m.dated}, {uln_text}" + (f" ({ratio})" if ratio else ""),
+        evidence=[m.ref or "", *(c.ref or "" for c in modifiers)],
+        note=join(*notes, m.caveat, *(sel.notes if status != "met" else [])),
+    )

@@ -1,0 +1,72 @@
+"""The eligibility report: its shape is a contract (shared/contract/eligibility-report.schema.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from ..tables import Trial
+
+Status = Literal["met", "not-met", "unknown", "not-applicable"]
+Overall = Literal["likely-eligible", "needs-review", "not-eligible", "not-applicable"]
+
+CRITERION_IDS = (
+    "diagnosis", "advanced-disease", "measurable-disease", "prior-ici-progression", "age",
+    "performance-status", "anc", "platelets", "hemoglobin", "total-bilirubin", "ast", "alt",
+    "renal-function", "albumin", "sodium", "hiv", "pregnancy-breastfeeding",
+)
+
+
+@dataclass
+class CriterionResult:
+    id: str
+    status: Status
+    requirement: str
+    observed: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "status": self.status, "requirement": self.requirement}
+        if self.observed:
+            out["observed"] = self.observed
+        out["evidence"] = list(dict.fromkeys(e for e in self.evidence if e))
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def decide(outcome: bool | None) -> Status:
+    return "met" if outcome is True else "not-met" if outcome is False else "unknown"
+
+
+@dataclass
+class EligibilityReport:
+    trial: Trial
+    patient: str
+    as_of: date
+    cohort: str | None
+    overall: Overall
+    criteria: list[CriterionResult]
+    reasons: list[str] = field(default_factory=list)
+    data_notes: list[str] = field(default_factory=list)
+
+    def criterion(self, cid: str) -> CriterionResult:
+        return next(c for c in self.criteria if c.id == cid)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "trial": {"id": self.trial.id, "nct": self.trial.nct, "version": self.trial.version},
+            "patient": self.patient,
+            "asOf": self.as_of.isoformat(),
+            "cohort": self.cohort,
+            "overall": self.overall,
+            "criteria": [c.to_json() for c in self.criteria],
+            "attestations": [{"id": a.id, "text": a.text} for a in self.trial.attestations],
+        }
+        if self.reasons:
+            out["reasons"] = self.reasons
+        if self.data_notes:
+            out["dataNotes"] = self.data_notes
+        return out

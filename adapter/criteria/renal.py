@@ -1,0 +1,130 @@
+"""Renal function: serum creatinine <= 1.5 x ULN, OR Cockcroft-Gault CrCl >= 30 mL/min/1.73 m².
+
+Cockcroft-Gault (1976): CrCl = (140 − age) × weight / (72 × SCr mg/dL), × 0.85 if female, then
+× 1.73 / BSA (Mosteller √(cm × kg / 3600)). The formula is monotonic in every input, so ranges
+(a partial birth date, an unknown sex, a '<' creatinine) give a CrCl range by evaluating its corners.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..interval import Interval
+from ..mapping.facts import Facts
+from ..mapping.observations import Measurement
+from ..tables import Trial
+from ..units import factor
+from .common import fmt, join, unusable
+from .model import CriterionResult, Status, decide
+
+CID = "renal-function"
+
+
+def mosteller(height_cm: float, weight_kg: float) -> float:
+    return math.sqrt(height_cm * weight_kg / 3600)
+
+
+def cockcroft_gault(age: float, weight_kg: float, scr_mg_dl: float, sex_factor: float) -> float:
+    """CrCl in mL/min (not normalised)."""
+    return (140 - age) * weight_kg / (72 * scr_mg_dl) * sex_factor
+
+
+def _sex_factors(gender: str | None, female_factor: float) -> tuple[float, float]:
+    if gender == "female":
+        return female_factor, female_factor
+    if gender == "male":
+        return 1.0, 1.0
+    return female_factor, 1.0  # other / unknown / absent: both ends
+
+
+def crcl_range(scr: Interval, age: tuple[int, int], weight: Interval, height: Interval | None,
+               bsa: Interval | None, sex: tuple[float, float]) -> Interval:
+    """CrCl per 1.73 m² as an interval (lowest, highest possible)."""
+
+    def per_173(a: float, w: float, s: float, h_or_bsa: float, f: float) -> float:
+        crcl = cockcroft_gault(a, w, s, f) if s > 0 else math.inf
+        body = mosteller(h_or_bsa, w) if height is not None else h_or_bsa
+        return crcl * 1.73 / body
+
+    size_lo = height.lo if height is not None else (bsa.lo if bsa else 0)
+    size_hi = height.hi if height is not None else (bsa.hi if bsa else 0)
+    lo = per_173(age[1], weight.lo, scr.hi, size_hi, sex[0])
+    hi = per_173(age[0], weight.hi, scr.lo, size_lo, sex[1])
+    return Interval(lo, hi)
+
+
+def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
+    rule = trial.rule(CID)
+    k = float(rule["creatinine_max_uln"])
+    crcl_min = float(rule["crcl_min"])
+    requirement = f"creatinine <= {fmt(k)} x ULN, or CrCl >= {fmt(crcl_min)} mL/min/1.73 m2 (Cockcroft-Gault)"
+    window = trial.window(CID)
+    sel = facts.observations.latest("creatinine", window) if not facts.missing("Observation") else None
+    early = unusable(CID, requirement, facts, sel, "creatinine", window)
+    if early:
+        return early
+    assert sel is not None and sel.chosen is not None and sel.chosen.value is not None
+    scr = sel.chosen
+    assert scr.value is not None
+
+    # Branch A: creatinine against its ULN
+    if scr.uln is not None and scr.uln > 0:
+        uln, uln_text, assumed = scr.uln, f"ULN {scr.uln_original}", None
+    else:
+        d = rule["default_uln"]
+        uln = float(d["value"]) * factor(str(d["unit"]), "mg/dL", "creatinine")
+        uln_text = f"assumed ULN {fmt(float(d['value']))} {d['unit']}"
+        assumed = f"assumed ULN {fmt(float(d['value']))} {d['unit']} (no reference range; trial default)"
+    branch_a = scr.value.le(k * uln)
+    ratio = f"{fmt(scr.value.hi / uln)} x ULN" if scr.value.is_point else scr.original
+
+    # Branch B: Cockcroft-Gault, normalised to 1.73 m²
+    crcl, b_evidence, b_why = _crcl(facts, trial, scr)
+    branch_b = crcl.ge(crcl_min) if crcl is not None else None
+    crcl_text = (f"CrCl {fmt(crcl.lo)} mL/min/1.73 m2" if crcl is not None and math.isclose(crcl.lo, crcl.hi)
+                 else f"CrCl {fmt(crcl.lo)}-{fmt(crcl.hi)} mL/min/1.73 m2" if crcl is not None else None)
+
+    status: Status
+    if branch_a is True:
+        status, why = "met", f"creatinine branch met ({ratio} <= {fmt(k)} x ULN)"
+    elif branch_b is True:
+        status, why = "met", f"Cockcroft-Gault branch met ({crcl_text} >= {fmt(crcl_min)})"
+    elif branch_a is False and branch_b is False:
+        status, why = "not-met", (f"creatinine {scr.original} is {ratio} (> {fmt(k)} x ULN) and "
+                                  f"{crcl_text} is below {fmt(crcl_min)}")
+    else:
+        status = decide(None)
+        a_text = (f"creatinine {ratio} exceeds {fmt(k)} x ULN" if branch_a is False
+                  else f"creatinine {scr.original} spans {fmt(k)} x ULN")
+        b_text = b_why or (f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
+        why = f"{a_text}; {b_text}"
+    observed = f"creatinine {scr.dated}, {uln_text}" + (f"; {crcl_text}" if crcl_text else "")
+    return CriterionResult(
+        CID, status, requirement, observed=observed,
+        evidence=[scr.ref or "", *b_evidence],
+        note=join(why, assumed, scr.caveat, *(sel.notes if status != "met" else [])),
+    )
+
+
+def _crcl(facts: Facts, trial: Trial, scr: Measurement) -> tuple[Interval | None, list[str], str | None]:
+    """CrCl range, its evidence, or why it cannot be computed."""
+    rule = trial.rule(CID)
+    if facts.age is None:
+        return None, [], "CrCl not computable: birth date not recorded"
+    weight_sel = facts.observations.latest("weight", trial.window(CID, "weight_window_days"))
+    height_sel = facts.observations.latest("height", trial.window(CID, "height_window_days"))
+    bsa_sel = facts.observations.latest("bsa", trial.window(CID, "weight_window_days"))
+    weight = weight_sel.chosen
+    if weight is None or weight.value is None or weight.unit_error:
+        return None, [], "CrCl not computable: no usable body weight in the window"
+    height = height_sel.chosen if height_sel.chosen and height_sel.chosen.value and not \
+        height_sel.chosen.unit_error else None
+    bsa = bsa_sel.chosen if bsa_sel.chosen and bsa_sel.chosen.value and not bsa_sel.chosen.unit_error else None
+    if height is None and bsa is None:
+        return None, [weight.ref or ""], "CrCl not computable: no body height or BSA to normalise to 1.73 m2"
+    assert scr.value is not None and weight.value is not None
+    sex = _sex_factors(facts.gender, float(rule["female_factor"]))
+    crcl = crcl_range(scr.value, facts.age, weight.value, height.value if height else None,
+                      bsa.value if bsa else None, sex)
+    evidence = [weight.ref or "", (height or bsa).ref or "" if (height or bsa) else "", facts.patient_ref]
+    return crcl, evidence, None

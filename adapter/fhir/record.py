@@ -1,0 +1,155 @@
+"""PatientRecord: one patient's raw FHIR resources, attributed to that patient and nothing else.
+
+Resources stay raw dicts here: validating thousands of Observations with pydantic costs ~30× a JSON
+parse, so the mapping layer filters by code first and validates only what it keeps. What this module
+guarantees is attribution: a resource whose subject is another patient, or no patient, is dropped
+and reported, never mixed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir.resources.R4B.patient import Patient
+from pydantic import ValidationError
+
+from ..errors import InputError
+from ..tables import observations
+
+Resource = dict[str, Any]
+CLINICAL_TYPES = ("Observation", "Condition", "MedicationStatement", "MedicationRequest",
+                  "MedicationAdministration")
+KEPT_TYPES = (*CLINICAL_TYPES, "Medication")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A resource and the fullUrl it arrived under (for urn:uuid citations)."""
+
+    resource: Resource
+    full_url: str | None = None
+
+    @property
+    def ref(self) -> str | None:
+        """How the report cites this resource: `Type/id`, else its urn:uuid fullUrl."""
+        rid = self.resource.get("id")
+        if isinstance(rid, str) and rid:
+            return f"{self.resource.get('resourceType')}/{rid}"
+        if self.full_url and self.full_url.startswith("urn:uuid:"):
+            return self.full_url
+        return None
+
+
+@dataclass
+class PatientRecord:
+    patient: Resource
+    patient_ref: str
+    resources: dict[str, list[Entry]] = field(default_factory=dict)
+    medications: dict[str, Resource] = field(default_factory=dict)  # Medication by reference key
+    dropped: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # resource type → why it could not be fetched
+
+    def of_type(self, resource_type: str) -> list[Entry]:
+        return self.resources.get(resource_type, [])
+
+
+def patient_keys(patient: Resource, full_url: str | None) -> frozenset[str]:
+    """Every reference string that can point at this patient."""
+    keys = set()
+    pid = patient.get("id")
+    if isinstance(pid, str) and pid:
+        keys.add(f"Patient/{pid}")
+    if full_url:
+        keys.add(full_url)
+    return frozenset(keys)
+
+
+def reference_key(reference: str) -> str:
+    """Normalise `Patient/1`, `http://x/fhir/Patient/1`, `Patient/1/_history/2` to `Patient/1`.
+
+    urn:uuid references are returned unchanged.
+    """
+    if reference.startswith("urn:"):
+        return reference
+    parts = reference.rstrip("/").split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
+
+
+def subject_reference(resource: Resource) -> str | None:
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            return str(ref["reference"])
+    return None
+
+
+def _is_mapped_observation(resource: Resource, system: str, by_code: dict[str, Any]) -> bool:
+    """Filter on raw JSON: only Observations with a code we map are kept."""
+    code = resource.get("code")
+    if not isinstance(code, dict):
+        return False
+    codings = code.get("coding")
+    if not isinstance(codings, list):
+        return False
+    return any(
+        isinstance(c, dict) and c.get("system") == system and c.get("code") in by_code for c in codings
+    )
+
+
+def validate_patient(patient: Resource) -> None:
+    try:
+        Patient.model_validate(patient)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InputError(f"the Patient resource is not valid FHIR R4 ({where}: {first.get('msg')})") from None
+
+
+def patient_ref(patient: Resource, full_url: str | None) -> str:
+    pid = patient.get("id")
+    if isinstance(pid, str) and pid:
+        return f"Patient/{pid}"
+    if full_url and full_url.startswith("urn:uuid:"):
+        return full_url
+    if full_url and "/Patient/" in full_url:
+        return reference_key(full_url)
+    raise InputError("the Patient has no id and no urn:uuid fullUrl, so nothing can reference it")
+
+
+def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[Entry]) -> PatientRecord:
+    """Attribute entries to the patient; keep mapped Observations and the other clinical types."""
+    validate_patient(patient)
+    ref = patient_ref(patient, patient_full_url)
+    keys = {reference_key(k) for k in patient_keys(patient, patient_full_url)} | {ref}
+    table = observations()
+    record = PatientRecord(patient=patient, patient_ref=ref)
+    foreign = 0
+    orphans = 0
+    for entry in entries:
+        resource = entry.resource
+        rtype = resource.get("resourceType")
+        if rtype == "Medication":
+            for key in filter(None, (entry.ref, entry.full_url)):
+                record.medications[reference_key(key)] = resource
+            continue
+        if rtype not in CLINICAL_TYPES:
+            continue
+        if rtype == "Observation" and not _is_mapped_observation(resource, table.system, table.by_code):
+            continue
+        subject = subject_reference(resource)
+        if subject is None:
+            orphans += 1
+            continue
+        if reference_key(subject) not in keys:
+            foreign += 1
+            continue
+        record.resources.setdefault(rtype, []).append(entry)
+    if foreign:
+        record.dropped.append(f"{foreign} resource(s) about another patient ignored")
+    if orphans:
+        record.dropped.append(f"{orphans} resource(s) without a subject ignored")
+    return record

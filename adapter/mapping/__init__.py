@@ -1,0 +1,1 @@
+"""FHIR resources → facts: codes to criterion inputs, units to canonical units, dates to intervals."""

@@ -1,0 +1,57 @@
+"""FHIR dates, which may be partial: '2014', '2014-11', '2014-11-03', or a dateTime.
+
+A partial date is the range of days it could mean; decisions are taken only when the whole range
+agrees. The date part of a dateTime is used as written (the local date the clinician saw).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def date_range(text: object) -> tuple[date, date] | None:
+    """Earliest and latest calendar day a FHIR date/dateTime can mean; None if unreadable."""
+    if not isinstance(text, str):
+        return None
+    m = _DATE.match(text.strip())
+    if not m:
+        return None
+    year = int(m.group(1))
+    try:
+        if m.group(3):
+            d = date(year, int(m.group(2)), int(m.group(3)))
+            return d, d
+        if m.group(2):
+            month = int(m.group(2))
+            last = calendar.monthrange(year, month)[1]
+            return date(year, month, 1), date(year, month, last)
+        return date(year, 1, 1), date(year, 12, 31)
+    except ValueError:
+        return None
+
+
+def date_text(text: str) -> str:
+    """The date part of a FHIR date/dateTime, as written."""
+    m = _DATE.match(text.strip())
+    return m.group(0) if m else text
+
+
+def age_on(birth: date, on: date) -> int:
+    """Completed years; someone born on 29 February turns a year older on 1 March in common years."""
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+def age_range(birth_text: object, on: date) -> tuple[int, int] | None:
+    """Youngest and oldest possible age in completed years on `on`."""
+    rng = date_range(birth_text)
+    if rng is None:
+        return None
+    earliest, latest = rng
+    return age_on(latest, on), age_on(earliest, on)

@@ -1,0 +1,54 @@
+"""PatientRecord + evaluation date → Facts: everything the criteria read, and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from ..fhir.record import PatientRecord
+from .conditions import ConditionFact, condition_facts
+from .dates import age_range
+from .medications import Exposure, ici_exposures
+from .observations import ObservationIndex
+
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+
+
+@dataclass
+class Facts:
+    as_of: date
+    patient_ref: str
+    birth_date: str | None
+    age: tuple[int, int] | None  # youngest, oldest possible age in completed years
+    gender: str | None
+    observations: ObservationIndex
+    conditions: list[ConditionFact]
+    exposures: list[Exposure]
+    unavailable: dict[str, str] = field(default_factory=dict)  # resource type → why it is missing
+    record_notes: list[str] = field(default_factory=list)
+
+    def having(self, set_id: str) -> list[ConditionFact]:
+        return [c for c in self.conditions if c.set_id == set_id]
+
+    def missing(self, *resource_types: str) -> str | None:
+        """Why data of these types could not be obtained, if it could not."""
+        reasons = [f"{t}: {self.unavailable[t]}" for t in resource_types if t in self.unavailable]
+        return "; ".join(reasons) if reasons else None
+
+
+def build_facts(record: PatientRecord, as_of: date) -> Facts:
+    birth = record.patient.get("birthDate")
+    gender = record.patient.get("gender")
+    meds = [e for t in MEDICATION_TYPES for e in record.of_type(t)]
+    return Facts(
+        as_of=as_of,
+        patient_ref=record.patient_ref,
+        birth_date=birth if isinstance(birth, str) else None,
+        age=age_range(birth, as_of),
+        gender=gender if isinstance(gender, str) else None,
+        observations=ObservationIndex.build(record.of_type("Observation"), as_of),
+        conditions=condition_facts(record.of_type("Condition"), as_of),
+        exposures=ici_exposures(meds, record.medications, as_of),
+        unavailable=dict(record.unavailable),
+        record_notes=list(record.dropped),
+    )

@@ -1,0 +1,102 @@
+"""Medication history → immune checkpoint inhibitor (ICI) exposures with their dates.
+
+MedicationStatement, MedicationRequest and MedicationAdministration all count, unless their status
+says the drug was not given. RxNorm ingredient codes match first; clinical-drug codings differ from
+ingredient codes, so ingredient or brand names in the coding display or text match too, and say so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from .. import tables
+from ..fhir.record import Entry, reference_key
+from .dates import date_range
+from .observations import codings
+
+_DATE_KEYS = {
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod", "dateAsserted"),
+    "MedicationRequest": ("authoredOn",),
+    "MedicationAdministration": ("effectiveDateTime", "effectivePeriod"),
+}
+
+
+@dataclass(frozen=True)
+class Exposure:
+    drug: str
+    ref: str | None
+    start: date | None  # earliest possible start; None when undated
+    start_text: str | None
+    by_name: bool
+
+
+def _concept(resource: dict[str, Any], medications: dict[str, dict[str, Any]]) -> Any:
+    concept = resource.get("medicationCodeableConcept")
+    if concept is not None:
+        return concept
+    ref = resource.get("medicationReference")
+    if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+        target = ref["reference"]
+        if target.startswith("#"):  # contained Medication
+            for contained in resource.get("contained") or ():
+                if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                    return contained.get("code")
+        med = medications.get(reference_key(target))
+        if med is not None:
+            return med.get("code")
+        if isinstance(ref.get("display"), str):
+            return {"text": ref["display"]}
+    return None
+
+
+def _words(concept: Any) -> str:
+    parts = []
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str):
+            parts.append(concept["text"])
+        for c in concept.get("coding") or ():
+            if isinstance(c, dict) and isinstance(c.get("display"), str):
+                parts.append(c["display"])
+    return " ".join(parts).lower()
+
+
+def _identify(concept: Any) -> tuple[tables.Drug, bool] | None:
+    table = tables.medications()
+    for system, code in codings(concept):
+        if system == table.system and code in table.by_rxnorm:
+            return table.by_rxnorm[code], False
+    text = _words(concept)
+    for drug in table.ici:
+        if any(re.search(rf"\b{re.escape(name)}\b", text) for name in drug.names):
+            return drug, True
+    return None
+
+
+def _start(resource: dict[str, Any]) -> tuple[date | None, str | None]:
+    for key in _DATE_KEYS.get(str(resource.get("resourceType")), ()):
+        value = resource.get(key)
+        text = value.get("start") if isinstance(value, dict) else value
+        rng = date_range(text)
+        if rng is not None and isinstance(text, str):
+            return rng[0], text[:10]
+    return None, None
+
+
+def ici_exposures(entries: list[Entry], medications: dict[str, dict[str, Any]], as_of: date) -> list[Exposure]:
+    excluded = tables.medications().excluded_status
+    out = []
+    for entry in entries:
+        r = entry.resource
+        if r.get("status") in excluded.get(str(r.get("resourceType")), frozenset()):
+            continue
+        found = _identify(_concept(r, medications))
+        if found is None:
+            continue
+        start, start_text = _start(r)
+        if start is not None and start > as_of:
+            continue
+        out.append(Exposure(found[0].name, entry.ref, start, start_text, found[1]))
+    return out

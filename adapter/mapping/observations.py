@@ -1,0 +1,312 @@
+"""Observations → Measurements: the most recent valid value of an input inside its window.
+
+Selection works on raw JSON (status, dataAbsentReason, date) and converts units only for values it
+looks at; the chosen resource alone is validated with the fhir.resources R4B model. Everything a
+coordinator needs to trust or question the value travels with it: the original value and unit, the
+date, the status, the reference range, and why other values were passed over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from fhir.resources.R4B.observation import Observation
+from pydantic import ValidationError
+
+from .. import tables
+from ..fhir.record import Entry
+from ..interval import Interval
+from ..tables import Coding
+from ..units import UnitError, quantity_factor
+from .dates import date_range, date_text
+
+COUNTED_STATUS = {"final", "amended", "corrected", "preliminary"}
+NOTED_STATUS = {"preliminary"}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    input: str
+    code: str
+    ref: str | None
+    when: date
+    when_text: str
+    status: str
+    original: str
+    value: Interval | None = None  # in `unit`
+    unit: str | None = None
+    concepts: frozenset[Coding] = frozenset()
+    methods: frozenset[Coding] = frozenset()
+    uln: float | None = None  # in `unit`, from referenceRange.high
+    uln_original: str | None = None
+    unit_error: str | None = None
+
+    @property
+    def dated(self) -> str:
+        return f"{self.original} ({self.when_text})"
+
+    @property
+    def caveat(self) -> str | None:
+        return f"{self.status} result" if self.status in NOTED_STATUS else None
+
+
+@dataclass
+class Selection:
+    """The outcome of looking for one input: a value, or the reason there is none."""
+
+    chosen: Measurement | None = None
+    stale: Measurement | None = None  # most recent value before the window, when none is inside
+    notes: list[str] = field(default_factory=list)
+
+    def absence(self, what: str, window_days: int) -> str:
+        """Plain-language reason a value is missing, for the criterion's note."""
+        if self.stale is not None:
+            reason = f"stale: most recent {what} is {self.stale.dated}, older than {window_days} days"
+        else:
+            reason = f"no {what} in the last {window_days} days"
+        return "; ".join([reason, *self.notes])
+
+
+# --------------------------------------------------------------------------- raw JSON helpers
+
+
+def codings(concept: Any) -> frozenset[Coding]:
+    if not isinstance(concept, dict):
+        return frozenset()
+    out = set()
+    for c in concept.get("coding") or ():
+        if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
+            out.add((c["system"], c["code"]))
+    return frozenset(out)
+
+
+def concept_text(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    if isinstance(concept.get("text"), str):
+        return str(concept["text"])
+    for c in concept.get("coding") or ():
+        if isinstance(c, dict) and (c.get("display") or c.get("code")):
+            return str(c.get("display") or c.get("code"))
+    return ""
+
+
+def effective_text(resource: dict[str, Any]) -> str | None:
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        if isinstance(resource.get(key), str):
+            return str(resource[key])
+    period = resource.get("effectivePeriod")
+    if isinstance(period, dict):
+        for key in ("end", "start"):
+            if isinstance(period.get(key), str):
+                return str(period[key])
+    if isinstance(resource.get("issued"), str):
+        return str(resource["issued"])
+    return None
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
+def quantity_text(q: dict[str, Any]) -> str:
+    comparator = f"{q['comparator']} " if isinstance(q.get("comparator"), str) else ""
+    number = _number(q.get("value"))
+    shown = _fmt(number) if number is not None else "?"
+    unit = q.get("unit") or q.get("code") or ""
+    return f"{comparator}{shown} {unit}".strip()
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _value_quantity(resource: dict[str, Any], input_id: str, longest_code: str) -> dict[str, Any] | None:
+    """The Quantity to read: tumor size comes from its longest-dimension component when present."""
+    if input_id == "tumor-size":
+        for comp in resource.get("component") or ():
+            if isinstance(comp, dict) and any(c == longest_code for _, c in codings(comp.get("code"))):
+                q = comp.get("valueQuantity")
+                return q if isinstance(q, dict) else None
+    q = resource.get("valueQuantity")
+    return q if isinstance(q, dict) else None
+
+
+def _uln(resource: dict[str, Any], value_unit: dict[str, Any], spec: tables.InputSpec,
+         kind: str) -> tuple[float | None, str | None, str | None]:
+    """Upper limit of normal from referenceRange.high, in the input's canonical unit."""
+    ranges = [r for r in resource.get("referenceRange") or () if isinstance(r, dict)]
+    ranges.sort(key=lambda r: 0 if not r.get("type") or "normal" in str(r.get("type")) else 1)
+    for rng in ranges:
+        high = rng.get("high")
+        if not isinstance(high, dict) or _number(high.get("value")) is None:
+            continue
+        value = float(high["value"])
+        code, unit = high.get("code"), high.get("unit")
+        if not code and not unit:  # a range without a unit is in the value's unit
+            code, unit = value_unit.get("code"), value_unit.get("unit")
+        original = quantity_text({**high, "unit": unit or code})
+        assert spec.unit is not None
+        try:
+            f, _ = quantity_factor(code, unit, spec.unit, spec.analyte, kind)
+        except UnitError as exc:
+            return None, original, f"reference range unit: {exc}"
+        return value * f, original, None
+    return None, None, None
+
+
+def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, date],
+            when_str: str) -> Measurement | None:
+    """Read the value of one Observation; None when it carries no value at all."""
+    table = tables.observations()
+    spec = table.inputs[obs_code.input]
+    r = entry.resource
+    base: dict[str, Any] = {
+        "input": spec.id,
+        "code": obs_code.code,
+        "ref": entry.ref,
+        "when": when[1],
+        "when_text": date_text(when_str),
+        "status": str(r.get("status")),
+        "methods": codings(r.get("method")),
+    }
+    concept = r.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        return Measurement(**base, original=concept_text(concept) or "coded value", concepts=codings(concept))
+    integer = r.get("valueInteger")
+    if _number(integer) is not None:
+        return Measurement(**base, original=f"{integer}", value=Interval.point(float(integer)),
+                           unit=spec.unit)
+    q = _value_quantity(r, spec.id, table.tumor_longest_component)
+    number = _number(q.get("value")) if q else None
+    if q is None or number is None:
+        return None
+    original = quantity_text(q)
+    comparator = q.get("comparator") if isinstance(q.get("comparator"), str) else None
+    try:
+        raw = Interval.from_comparator(number, comparator)
+    except ValueError:
+        return Measurement(**base, original=original, unit_error=f"unknown comparator {comparator!r}")
+    kind = obs_code.kind
+    if kind == "log10":  # branch on the code: the value is an exponent, whatever the unit says
+        return Measurement(**base, original=original, unit=spec.unit,
+                           value=Interval(10 ** raw.lo if comparator not in ("<", "<=") else 0.0,
+                                          10 ** raw.hi if math.isfinite(raw.hi) else math.inf,
+                                          raw.lo_open, raw.hi_open))
+    if kind == "score" or spec.unit in (None, "1"):
+        return Measurement(**base, original=original, value=raw, unit=spec.unit)
+    try:
+        factor, _ = quantity_factor(q.get("code"), q.get("unit"), spec.unit, spec.analyte, kind)
+    except UnitError as exc:
+        return Measurement(**base, original=original, unit_error=str(exc))
+    uln, uln_original, uln_error = _uln(r, q, spec, kind)
+    return Measurement(**base, original=original, value=raw.scale(factor), unit=spec.unit,
+                       uln=uln, uln_original=uln_original, unit_error=uln_error)
+
+
+def valid_fhir(entry: Entry) -> str | None:
+    """None when the resource is valid R4; else a one-line reason."""
+    try:
+        Observation.model_validate(entry.resource)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{entry.ref or 'an Observation'} is not valid FHIR R4 ({where}: {first.get('msg')})"
+    return None
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass
+class ObservationIndex:
+    """Observations of one patient grouped by input, with the evaluation date."""
+
+    as_of: date
+    by_input: dict[str, list[tuple[Entry, tables.ObservationCode]]]
+
+    @classmethod
+    def build(cls, entries: list[Entry], as_of: date) -> ObservationIndex:
+        table = tables.observations()
+        by_input: dict[str, list[tuple[Entry, tables.ObservationCode]]] = {}
+        for entry in entries:
+            code = entry.resource.get("code")
+            for c in (code.get("coding") or ()) if isinstance(code, dict) else ():
+                if isinstance(c, dict) and c.get("system") == table.system and c.get("code") in table.by_code:
+                    obs_code = table.by_code[c["code"]]
+                    by_input.setdefault(obs_code.input, []).append((entry, obs_code))
+                    break
+        return cls(as_of, by_input)
+
+    def _candidates(self, input_id: str, notes: list[str]) -> list[tuple[tuple[date, date], str, Entry,
+                                                                         tables.ObservationCode]]:
+        """Dated, countable Observations on or before the evaluation date, newest first."""
+        out = []
+        skipped: dict[str, int] = {}
+        for entry, obs_code in self.by_input.get(input_id, ()):
+            r = entry.resource
+            status = r.get("status")
+            if status not in COUNTED_STATUS:
+                skipped[f"status {status}"] = skipped.get(f"status {status}", 0) + 1
+                continue
+            if r.get("dataAbsentReason") is not None:
+                skipped["data absent"] = skipped.get("data absent", 0) + 1
+                continue
+            when_str = effective_text(r)
+            when = date_range(when_str)
+            if when is None or when_str is None:
+                skipped["undated"] = skipped.get("undated", 0) + 1
+                continue
+            if when[1] > self.as_of:
+                skipped["dated after the evaluation date"] = skipped.get("dated after the evaluation date",
+                                                                           0) + 1
+                continue
+            out.append((when, when_str, entry, obs_code))
+        out.sort(key=lambda item: (item[0][1], item[0][0]), reverse=True)
+        if skipped:
+            notes.append("ignored: " + ", ".join(f"{n} ({why})" for why, n in sorted(skipped.items())))
+        return out
+
+    def latest(self, input_id: str, window_days: int) -> Selection:
+        """The most recent valid value inside the window; else why not (stale, absent, invalid)."""
+        sel = Selection()
+        floor = self.as_of - timedelta(days=window_days)
+        for when, when_str, entry, obs_code in self._candidates(input_id, sel.notes):
+            if when[0] < floor:
+                if sel.stale is None and valid_fhir(entry) is None:
+                    sel.stale = measure(entry, obs_code, when, when_str)
+                if sel.stale is not None:
+                    break
+                continue
+            invalid = valid_fhir(entry)
+            if invalid:
+                sel.notes.append(invalid)
+                continue
+            m = measure(entry, obs_code, when, when_str)
+            if m is None:
+                sel.notes.append(f"{entry.ref or 'an Observation'} has no value")
+                continue
+            sel.chosen = m
+            break
+        return sel
+
+    def all_in_window(self, input_id: str, window_days: int | None) -> list[Measurement]:
+        """Every valid value inside the window (all history when `window_days` is None), newest first."""
+        floor = self.as_of - timedelta(days=window_days) if window_days is not None else date.min
+        out = []
+        for when, when_str, entry, obs_code in self._candidates(input_id, []):
+            if when[0] < floor or valid_fhir(entry) is not None:
+                continue
+            m = measure(entry, obs_code, when, when_str)
+            if m is not None:
+                out.append(m)
+        return out

@@ -1,0 +1,1 @@
+"""EligibilityReport → what people and systems read: JSON, a text table, a CDS Hooks card."""

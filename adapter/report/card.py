@@ -1,0 +1,132 @@
+"""EligibilityReport → one CDS Hooks 2.0 card (or none when the trial does not apply).
+
+The card never carries null or empty optional fields (CDS Hooks 2.0: leave them out).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..criteria.model import EligibilityReport
+from ..tables import observations
+
+STATUS_TEXT = {"met": "met", "not-met": "**not met**", "unknown": "unknown", "not-applicable": "n/a"}
+OVERALL_TEXT = {"likely-eligible": "likely eligible", "needs-review": "needs review",
+                "not-eligible": "not eligible"}
+SUMMARY_LIMIT = 140
+
+
+def _cell(text: str | None) -> str:
+    return (text or "—").replace("|", "\\|").replace("\n", " ")
+
+
+def summary(report: EligibilityReport) -> str:
+    trial = report.trial
+    cohort = trial.cohorts[report.cohort].title.split(" (")[0] if report.cohort else None
+    head = f"{trial.short_title} trial ({trial.nct}): {OVERALL_TEXT[report.overall]}"
+    if report.overall == "likely-eligible" and cohort:
+        text = f"{head}, {cohort}"
+    elif report.overall == "not-eligible":
+        failed = [c.id for c in report.criteria if c.status == "not-met"]
+        text = f"{head} ({', '.join(failed)})" if failed else head
+    elif report.overall == "needs-review":
+        unknown = sum(c.status == "unknown" for c in report.criteria)
+        text = f"{head}: {unknown} criteria to check" + (f", {cohort}" if cohort else "")
+    else:
+        text = head
+    return text if len(text) < SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 2] + "…"
+
+
+def detail(report: EligibilityReport) -> str:
+    rows = ["| Criterion | Requirement | Patient | Status |", "|---|---|---|---|"]
+    for c in report.criteria:
+        patient = c.observed or ""
+        if c.note and c.status != "met":
+            patient = f"{patient} — {c.note}" if patient else c.note
+        rows.append(f"| {c.id} | {_cell(c.requirement)} | {_cell(patient)} | {STATUS_TEXT[c.status]} |")
+    checklist = [f"- [ ] {a.text}" for a in report.trial.attestations]
+    parts = [
+        f"**{OVERALL_TEXT[report.overall].capitalize()}** for {report.trial.title}"
+        + (f" — {report.trial.cohorts[report.cohort].title}." if report.cohort else "."),
+        "\n".join(rows),
+        "**Confirm with the patient (not in the chart):**\n" + "\n".join(checklist),
+        f"Trial record version {report.trial.version} ({report.trial.record_source}). "
+        f"Evaluated on {report.as_of.isoformat()} from structured chart data; unknown means the chart "
+        "does not say, not that the patient fails.",
+    ]
+    return "\n\n".join(parts)
+
+
+def _referral(report: EligibilityReport) -> dict[str, Any]:
+    ref = report.trial.card["referral"]
+    return {
+        "label": f"Refer to the {report.trial.short_title} study team",
+        "uuid": str(uuid.uuid4()),
+        "isRecommended": report.overall == "likely-eligible",
+        "actions": [{
+            "type": "create",
+            "description": ref["text"],
+            "resource": {
+                "resourceType": "ServiceRequest",
+                "status": "draft",
+                "intent": "proposal",
+                "subject": {"reference": report.patient},
+                "code": {"coding": [ref["code"]], "text": ref["text"]},
+                "reasonCode": [{"text": f"{report.trial.short_title} pre-screen: "
+                                        f"{OVERALL_TEXT[report.overall]}"}],
+            },
+        }],
+    }
+
+
+def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
+    lab_inputs: dict[str, str] = report.trial.card["lab_inputs"]
+    missing = {lab_inputs[c.id] for c in report.criteria if c.id in lab_inputs and c.status == "unknown"}
+    panels = [p for p in observations().panels if missing & set(p.covers)]
+    if not panels:
+        return None
+    return {
+        "label": "Order missing labs",
+        "uuid": str(uuid.uuid4()),
+        "actions": [{
+            "type": "create",
+            "description": f"Order {p.display} (missing or stale: {', '.join(sorted(missing & set(p.covers)))})",
+            "resource": {
+                "resourceType": "ServiceRequest",
+                "status": "draft",
+                "intent": "proposal",
+                "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007",
+                                          "display": "Laboratory procedure"}]}],
+                "subject": {"reference": report.patient},
+                "code": {"coding": [{"system": observations().system, "code": p.code, "display": p.display}],
+                         "text": p.display},
+            },
+        } for p in panels],
+    }
+
+
+def card(report: EligibilityReport) -> dict[str, Any] | None:
+    """The card for this report; None when the trial does not apply (no sarcoma)."""
+    if report.overall == "not-applicable":
+        return None
+    spec = report.trial.card
+    suggestions = [s for s in (_referral(report), _lab_orders(report)) if s]
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary(report),
+        "indicator": "info",
+        "detail": detail(report),
+        "source": {"label": spec["source_label"], "url": report.trial.url, "topic": dict(spec["topic"])},
+        "suggestions": suggestions,
+        "selectionBehavior": "any",
+        "overrideReasons": [{"system": spec["override_system"], "code": r["code"], "display": r["display"]}
+                            for r in spec["override_reasons"]],
+        "links": [{"label": f"{report.trial.short_title} on ClinicalTrials.gov", "url": report.trial.url,
+                   "type": "absolute"}],
+    }
+
+
+def cards_response(report: EligibilityReport) -> dict[str, Any]:
+    c = card(report)
+    return {"cards": [c] if c else []}
