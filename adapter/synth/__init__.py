@@ -1,0 +1,1 @@
+"""Synthetic AXIOM-relevant patients as FHIR R4 Bundles (seeded, reproducible)."""
