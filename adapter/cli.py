@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +19,7 @@ from .criteria.model import EligibilityReport
 from .engine import evaluate_bundle, evaluate_record
 from .errors import FhirServerError, InputError
 from .fhir.bundle import read_bytes
+from .fhir.server import fetch_record
 from .report.card import cards_response
 from .report.text import render
 from .tables import trial as load_trial
@@ -27,7 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="AXIOM (NCT05333458) trial eligibility from FHIR R4 data.")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     json = "json"
     card = "card"
     text = "text"
@@ -76,8 +77,6 @@ def evaluate(
                 raise fail("give either a BUNDLE file or --fhir-server, not both")
             if not patient:
                 raise fail("--fhir-server needs --patient ID")
-            from .fhir.server import fetch_record
-
             record = asyncio.run(fetch_record(fhir_server, patient, load_trial(), when, token, timeout))
             report = evaluate_record(record, when)
         else:

@@ -149,10 +149,10 @@ class CodeSet:
                 return rule
             if rule.morphology is not None:
                 parsed = parse_icdo3(code)
-                if parsed and rule.morphology[0] <= parsed[0] <= rule.morphology[1]:
-                    # a bare morphology without behaviour is not evidence of malignancy
-                    if parsed[1] is not None and parsed[1] in rule.behavior:
-                        return rule
+                # a bare morphology without behaviour is not evidence of malignancy
+                if (parsed and rule.morphology[0] <= parsed[0] <= rule.morphology[1]
+                        and parsed[1] is not None and parsed[1] in rule.behavior):
+                    return rule
         return None
 
 

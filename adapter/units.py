@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import cache, lru_cache
 from typing import Any
 
+from ucumvert import PintUcumRegistry, UcumToPintTransformer, get_ucum_parser, parse_ucum
+
 from . import tables
 
 
@@ -20,8 +22,6 @@ class UnitError(ValueError):
 
 @cache
 def _registry() -> tuple[Any, Any, Any]:
-    from ucumvert import PintUcumRegistry, UcumToPintTransformer, get_ucum_parser
-
     ureg = PintUcumRegistry()
     # Build the transformer on our registry: the default one returns quantities of pint's
     # application registry, which cannot use our molar-mass contexts (codes.md, "Traps").
@@ -43,8 +43,6 @@ def normalise_spelling(unit: str, kind: str | None = None) -> str:
 @lru_cache(maxsize=4096)
 def parse(unit: str, kind: str | None = None) -> Any:
     """Parse one unit spelling into a pint Quantity of magnitude 1 (annotations dropped)."""
-    from ucumvert import parse_ucum
-
     ureg, parser, transform = _registry()
     spelling = normalise_spelling(unit, kind)
     if not spelling:

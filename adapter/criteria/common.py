@@ -1,7 +1,10 @@
-"""Small shared pieces of the criteria: number formatting and 'no usable value' results."""
+"""Small shared pieces of the criteria: number formatting and 'is there a usable value?'."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.observations import Measurement, Selection
 from ..tables import observations
@@ -26,15 +29,26 @@ def join(*parts: str | None) -> str | None:
     return text or None
 
 
-def unusable(cid: str, requirement: str, facts: Facts, sel: Selection | None, input_id: str,
-             window_days: int) -> CriterionResult | None:
-    """An `unknown` result when there is no usable value (fetch failed, none, stale, unit); else None."""
+@dataclass(frozen=True)
+class Usable:
+    """The most recent usable value of an input, with why other values were passed over."""
+
+    m: Measurement
+    value: Interval
+    notes: tuple[str, ...]
+
+
+def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
+                 window_days: int) -> CriterionResult | Usable:
+    """The value to judge, or the `unknown` result saying why there is none (fetch failed, absent,
+    stale, unconvertible unit)."""
     missing = facts.missing("Observation")
     if missing:
         return CriterionResult(cid, "unknown", requirement, note=f"data could not be obtained ({missing})")
-    assert sel is not None
+    sel: Selection = facts.observations.latest(input_id, window_days)
     what = label(input_id)
-    if sel.chosen is None:
+    m = sel.chosen
+    if m is None:
         stale = sel.stale
         return CriterionResult(
             cid, "unknown", requirement,
@@ -42,13 +56,8 @@ def unusable(cid: str, requirement: str, facts: Facts, sel: Selection | None, in
             evidence=[stale.ref] if stale and stale.ref else [],
             note=sel.absence(what, window_days),
         )
-    m = sel.chosen
     if m.unit_error or m.value is None:
         why = m.unit_error or "the value is not a quantity"
-        return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=_refs(m),
+        return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=[m.ref or ""],
                                note=f"cannot use the {what} {m.original}: {why}")
-    return None
-
-
-def _refs(m: Measurement) -> list[str]:
-    return [m.ref] if m.ref else []
+    return Usable(m, m.value, tuple(sel.notes))

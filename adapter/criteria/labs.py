@@ -4,15 +4,15 @@ of the upper limit of normal (total bilirubin, AST, ALT) with their condition mo
 from __future__ import annotations
 
 from ..mapping.facts import Facts
-from ..tables import Trial, observations
+from ..tables import Trial, conditions, observations
 from ..units import UnitError, factor
-from .common import fmt, join, label, unusable
+from .common import fmt, join, label, usable_value
 from .model import CriterionResult, decide
 
 
 def _converted(value: float, unit: str, original: str) -> str | None:
     """'= 8.77 mg/dL' when the original was in another unit."""
-    return None if original.split()[-1] == unit else f"= {fmt(value)} {unit}"
+    return None if original.rsplit(maxsplit=1)[-1] == unit else f"= {fmt(value)} {unit}"
 
 
 def threshold(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
@@ -21,17 +21,14 @@ def threshold(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     minimum, unit = float(rule["min"]), str(rule["unit"])
     shown_unit = str(rule.get("display_unit", unit))
     requirement = f">= {fmt(minimum)} {shown_unit}"
-    window = trial.window(cid)
-    sel = facts.observations.latest(cid, window) if not facts.missing("Observation") else None
-    early = unusable(cid, requirement, facts, sel, cid, window)
-    if early:
-        return early
-    assert sel is not None and sel.chosen is not None and sel.chosen.value is not None
-    m = sel.chosen
-    # the input's canonical unit is the rule's unit, by construction of mappings/
-    assert observations().inputs[cid].unit == unit
-    status = decide(m.value.ge(minimum))
-    shown = m.value.hi if m.value.is_point else None
+    found = usable_value(cid, requirement, facts, cid, trial.window(cid))
+    if isinstance(found, CriterionResult):
+        return found
+    m, value = found.m, found.value
+    if observations().inputs[cid].unit != unit:
+        raise ValueError(f"trial {trial.id}: {cid} unit {unit} differs from mappings/observations.yaml")
+    status = decide(value.ge(minimum))
+    shown = value.hi if value.is_point else None
     conversion = _converted(shown, shown_unit, m.original) if shown is not None else None
     note = None
     if status == "not-met":
@@ -41,7 +38,7 @@ def threshold(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     observed = f"{m.dated} {conversion}" if conversion else m.dated
     return CriterionResult(cid, status, requirement, observed=observed, evidence=[m.ref or ""],
                            note=join(" ".join(note.split()) if note else None, m.caveat,
-                                     *(sel.notes if status != "met" else [])))
+                                     *(found.notes if status != "met" else [])))
 
 
 def _uln_requirement(rule: dict[str, object], modifier_title: str) -> str:
@@ -54,20 +51,15 @@ def _uln_requirement(rule: dict[str, object], modifier_title: str) -> str:
 
 def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     """value <= k x ULN; k rises when the patient has the modifying condition (Gilbert, liver mets)."""
-    from ..tables import conditions
-
     rule = trial.rule(cid)
     mod = rule.get("modifier") or {}
     mod_set = str(mod.get("condition", ""))
     mod_title = conditions().sets[mod_set].title if mod_set else ""
     requirement = _uln_requirement(rule, mod_title)
-    window = trial.window(cid)
-    sel = facts.observations.latest(cid, window) if not facts.missing("Observation") else None
-    early = unusable(cid, requirement, facts, sel, cid, window)
-    if early:
-        return early
-    assert sel is not None and sel.chosen is not None and sel.chosen.value is not None
-    m = sel.chosen
+    found = usable_value(cid, requirement, facts, cid, trial.window(cid))
+    if isinstance(found, CriterionResult):
+        return found
+    m, value = found.m, found.value
     spec = observations().inputs[cid]
     assert spec.unit is not None
     modifiers = facts.having(mod_set) if mod_set else []
@@ -87,8 +79,8 @@ def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     if modifiers:
         notes.append(f"{mod_title} documented ({modifiers[0].ref or modifiers[0].display}): "
                      f"limit {fmt(k)} x ULN")
-    status = decide(m.value.le(k * uln))
-    ratio = f"{fmt(m.value.hi / uln)} x ULN" if m.value.is_point else None
+    status = decide(value.le(k * uln))
+    ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point else None
     if status == "not-met":
         notes.insert(0, f"{label(cid)} {m.original} is {ratio} — above {fmt(k)} x ULN")
     elif status == "unknown":
@@ -97,5 +89,5 @@ def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
         cid, status, requirement,
         observed=f"{m.dated}, {uln_text}" + (f" ({ratio})" if ratio else ""),
         evidence=[m.ref or "", *(c.ref or "" for c in modifiers)],
-        note=join(*notes, m.caveat, *(sel.notes if status != "met" else [])),
+        note=join(*notes, m.caveat, *(found.notes if status != "met" else [])),
     )

@@ -14,7 +14,7 @@ from ..mapping.facts import Facts
 from ..mapping.observations import Measurement
 from ..tables import Trial
 from ..units import factor
-from .common import fmt, join, unusable
+from .common import fmt, join, usable_value
 from .model import CriterionResult, Status, decide
 
 CID = "renal-function"
@@ -57,15 +57,12 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
     rule = trial.rule(CID)
     k = float(rule["creatinine_max_uln"])
     crcl_min = float(rule["crcl_min"])
-    requirement = f"creatinine <= {fmt(k)} x ULN, or CrCl >= {fmt(crcl_min)} mL/min/1.73 m2 (Cockcroft-Gault)"
-    window = trial.window(CID)
-    sel = facts.observations.latest("creatinine", window) if not facts.missing("Observation") else None
-    early = unusable(CID, requirement, facts, sel, "creatinine", window)
-    if early:
-        return early
-    assert sel is not None and sel.chosen is not None and sel.chosen.value is not None
-    scr = sel.chosen
-    assert scr.value is not None
+    requirement = (f"creatinine <= {fmt(k)} x ULN, or CrCl >= {fmt(crcl_min)} mL/min/1.73 m2 "
+                   "(Cockcroft-Gault)")
+    found = usable_value(CID, requirement, facts, "creatinine", trial.window(CID))
+    if isinstance(found, CriterionResult):
+        return found
+    scr, value = found.m, found.value
 
     # Branch A: creatinine against its ULN
     if scr.uln is not None and scr.uln > 0:
@@ -75,11 +72,11 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
         uln = float(d["value"]) * factor(str(d["unit"]), "mg/dL", "creatinine")
         uln_text = f"assumed ULN {fmt(float(d['value']))} {d['unit']}"
         assumed = f"assumed ULN {fmt(float(d['value']))} {d['unit']} (no reference range; trial default)"
-    branch_a = scr.value.le(k * uln)
-    ratio = f"{fmt(scr.value.hi / uln)} x ULN" if scr.value.is_point else scr.original
+    branch_a = value.le(k * uln)
+    ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point else scr.original
 
     # Branch B: Cockcroft-Gault, normalised to 1.73 m²
-    crcl, b_evidence, b_why = _crcl(facts, trial, scr)
+    crcl, b_evidence, b_why = _crcl(facts, trial, value)
     branch_b = crcl.ge(crcl_min) if crcl is not None else None
     crcl_text = (f"CrCl {fmt(crcl.lo)} mL/min/1.73 m2" if crcl is not None and math.isclose(crcl.lo, crcl.hi)
                  else f"CrCl {fmt(crcl.lo)}-{fmt(crcl.hi)} mL/min/1.73 m2" if crcl is not None else None)
@@ -102,11 +99,11 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
     return CriterionResult(
         CID, status, requirement, observed=observed,
         evidence=[scr.ref or "", *b_evidence],
-        note=join(why, assumed, scr.caveat, *(sel.notes if status != "met" else [])),
+        note=join(why, assumed, scr.caveat, *(found.notes if status != "met" else [])),
     )
 
 
-def _crcl(facts: Facts, trial: Trial, scr: Measurement) -> tuple[Interval | None, list[str], str | None]:
+def _crcl(facts: Facts, trial: Trial, scr: Interval) -> tuple[Interval | None, list[str], str | None]:
     """CrCl range, its evidence, or why it cannot be computed."""
     rule = trial.rule(CID)
     if facts.age is None:
@@ -117,14 +114,16 @@ def _crcl(facts: Facts, trial: Trial, scr: Measurement) -> tuple[Interval | None
     weight = weight_sel.chosen
     if weight is None or weight.value is None or weight.unit_error:
         return None, [], "CrCl not computable: no usable body weight in the window"
-    height = height_sel.chosen if height_sel.chosen and height_sel.chosen.value and not \
-        height_sel.chosen.unit_error else None
-    bsa = bsa_sel.chosen if bsa_sel.chosen and bsa_sel.chosen.value and not bsa_sel.chosen.unit_error else None
-    if height is None and bsa is None:
+    height = _usable(height_sel.chosen)
+    bsa = _usable(bsa_sel.chosen)
+    body = height or bsa
+    if body is None:
         return None, [weight.ref or ""], "CrCl not computable: no body height or BSA to normalise to 1.73 m2"
-    assert scr.value is not None and weight.value is not None
     sex = _sex_factors(facts.gender, float(rule["female_factor"]))
-    crcl = crcl_range(scr.value, facts.age, weight.value, height.value if height else None,
+    crcl = crcl_range(scr, facts.age, weight.value, height.value if height else None,
                       bsa.value if bsa else None, sex)
-    evidence = [weight.ref or "", (height or bsa).ref or "" if (height or bsa) else "", facts.patient_ref]
-    return crcl, evidence, None
+    return crcl, [weight.ref or "", body.ref or "", facts.patient_ref], None
+
+
+def _usable(m: Measurement | None) -> Measurement | None:
+    return m if m is not None and m.value is not None and not m.unit_error else None

@@ -26,7 +26,7 @@ from .record import Entry, PatientRecord, assemble
 MAX_PAGES = 50
 
 
-class SessionClient(AsyncFHIRClient):  # type: ignore[misc]
+class SessionClient(AsyncFHIRClient):
     """fhirpy's async client, sending through one shared aiohttp session and returning plain dicts."""
 
     def __init__(self, url: str, session: aiohttp.ClientSession, token: str | None,
@@ -102,7 +102,7 @@ async def fetch_record(base_url: str, patient_id: str, trial: Trial, as_of: date
         if isinstance(result, BaseException):
             unavailable[search.resource_type] = str(_as_server_error(result, base_url))
         else:
-            entries.extend(result)  # type: ignore[arg-type]
+            entries.extend(result)
     record = assemble(patient, None, entries)
     record.unavailable.update(unavailable)
     return record

@@ -182,10 +182,9 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
     concept = r.get("valueCodeableConcept")
     if isinstance(concept, dict):
         return Measurement(**base, original=concept_text(concept) or "coded value", concepts=codings(concept))
-    integer = r.get("valueInteger")
-    if _number(integer) is not None:
-        return Measurement(**base, original=f"{integer}", value=Interval.point(float(integer)),
-                           unit=spec.unit)
+    integer = _number(r.get("valueInteger"))
+    if integer is not None:
+        return Measurement(**base, original=f"{integer:g}", value=Interval.point(integer), unit=spec.unit)
     q = _value_quantity(r, spec.id, table.tumor_longest_component)
     number = _number(q.get("value")) if q else None
     if q is None or number is None:
