@@ -1,0 +1,44 @@
+"""Build one-patient Bundles in a line and evaluate them: the vocabulary of the criterion tests."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import orjson
+
+from adapter.criteria.model import EligibilityReport
+from adapter.engine import evaluate_bundle
+from adapter.synth import fhir
+from adapter.synth.fhir import ICD10, ICDO3, LOINC, SNOMED
+
+AS_OF = date(2026, 11, 21)
+PID = "p1"
+SUBJECT = f"Patient/{PID}"
+
+__all__ = ["AS_OF", "ICD10", "ICDO3", "LOINC", "PID", "SNOMED", "SUBJECT", "asps", "days_ago", "evaluate", "lab"]
+
+
+def days_ago(n: int) -> str:
+    return (AS_OF - timedelta(days=n)).isoformat()
+
+
+_counter = iter(range(1, 10**9))
+
+
+def lab(loinc: str, value: float | None, unit: str | None = None, *, ucum: str | None = None,
+        ago: int = 7, **kw: Any) -> dict[str, Any]:
+    """A lab Observation for the test patient, `ago` days before AS_OF."""
+    return fhir.observation(f"o{next(_counter)}", SUBJECT, loinc, days_ago(ago), value=value, unit=unit,
+                            ucum=ucum, **kw)
+
+
+def asps(**kw: Any) -> dict[str, Any]:
+    return fhir.condition(f"c{next(_counter)}", SUBJECT, ICDO3, "9581/3", "Alveolar soft part sarcoma", **kw)
+
+
+def evaluate(*resources: dict[str, Any], birth_date: str | None = "1990-05-02", gender: str | None = "female",
+             as_of: date = AS_OF) -> EligibilityReport:
+    """Evaluate the test patient with these resources (serialised to bytes, as the CLI reads them)."""
+    bundle = fhir.bundle([fhir.patient(PID, birth_date, gender), *resources])
+    return evaluate_bundle(orjson.dumps(bundle), as_of)

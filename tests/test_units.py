@@ -1,0 +1,97 @@
+"""Units: the alias table, UCUM parsing traps, and molar ↔ mass conversions per analyte."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapter import tables
+from adapter.interval import Interval
+from adapter.units import UnitError, factor, normalise_spelling
+
+CANONICAL = {"10*3/uL": ("/uL", 1000.0), "10*3/mm3": ("/uL", 1000.0), "10*9/L": ("/uL", 1000.0), "/uL": ("/uL", 1.0),
+             "/mm3": ("/uL", 1.0), "/mL": ("/mL", 1.0), "meq/L": ("mmol/L", 1.0), "U/L": ("U/L", 1.0),
+             "m[IU]/mL": ("m[IU]/mL", 1.0), "mg/dL": ("mg/dL", 1.0), "g/dL": ("g/dL", 1.0),
+             "umol/L": ("umol/L", 1.0), "mL/min": ("mL/min", 1.0), "[lb_av]": ("kg", 0.45359237),
+             "[in_i]": ("cm", 2.54), "m2": ("m2", 1.0)}
+
+
+@pytest.mark.parametrize(("alias", "ucum"), sorted(tables.units().aliases.items()))
+def test_every_alias_in_the_table_converts_like_its_ucum_form(alias: str, ucum: str) -> None:
+    target, expected = CANONICAL[ucum]
+    kind = "activity" if ucum == "U/L" else None
+    assert factor(alias, target, kind=kind) == pytest.approx(expected)
+
+
+def test_k_per_ul_is_never_kelvin() -> None:
+    assert normalise_spelling("K/uL") == "10*3/uL"
+    assert factor("K/uL", "/uL") == 1000
+
+
+def test_micro_sign_and_greek_mu_are_u() -> None:
+    assert factor("µmol/L", "umol/L") == 1 and factor("μmol/L", "umol/L") == 1
+
+
+def test_international_units_are_enzyme_units_only_for_enzymes() -> None:
+    assert factor("[IU]/L", "U/L", kind="activity") == 1
+    with pytest.raises(UnitError):
+        factor("[IU]/L", "U/L")
+
+
+def test_katal_to_enzyme_units() -> None:
+    assert factor("ukat/L", "U/L", kind="activity") == pytest.approx(60)
+
+
+@pytest.mark.parametrize(("analyte", "mass_unit", "molar_unit", "one_mass_in_molar"), [
+    ("bilirubin", "mg/dL", "umol/L", 17.10),
+    ("creatinine", "mg/dL", "umol/L", 88.4),
+    ("hemoglobin-fe", "g/dL", "mmol/L", 1 / 1.611),
+    ("albumin", "g/dL", "umol/L", 150.5),  # 10 g/L ÷ 66,437 g/mol
+])
+def test_published_molar_factors(analyte: str, mass_unit: str, molar_unit: str, one_mass_in_molar: float) -> None:
+    assert factor(mass_unit, molar_unit, analyte) == pytest.approx(one_mass_in_molar, rel=2e-3)
+
+
+@given(st.sampled_from(["bilirubin", "creatinine", "hemoglobin-fe", "albumin"]),
+       st.floats(min_value=1e-3, max_value=1e4, allow_nan=False))
+def test_molar_mass_round_trip_is_identity(analyte: str, value: float) -> None:
+    there = value * factor("mg/dL", "umol/L", analyte)
+    back = there * factor("umol/L", "mg/dL", analyte)
+    assert math.isclose(back, value, rel_tol=1e-9)
+
+
+@given(st.floats(min_value=0.01, max_value=1e6, allow_nan=False), st.sampled_from(["K/uL", "10*9/L", "x10E3/uL"]))
+def test_count_conversions_round_trip(value: float, unit: str) -> None:
+    assert math.isclose(value * factor(unit, "/uL") * factor("/uL", unit), value, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("bad", ["kelvin", "%", "mg/dL", "", "   ", "furlongs"])
+def test_units_that_cannot_become_a_count_raise(bad: str) -> None:
+    with pytest.raises(UnitError):
+        factor(bad, "/uL")
+
+
+def test_mass_to_molar_without_an_analyte_is_refused() -> None:
+    with pytest.raises(UnitError):
+        factor("mg/dL", "umol/L")
+
+
+# ------------------------------------------------------------------ intervals
+
+def test_interval_boundaries_tolerate_float_noise() -> None:
+    assert Interval.point(1.5 * 1.2).le(1.8) is True  # 1.7999999999999998
+    assert Interval.point(0.1 + 0.2).ge(0.3) is True
+
+
+@pytest.mark.parametrize(("comparator", "value", "threshold", "ge", "le"), [
+    ("<", 5.0, 5.0, False, True), ("<=", 5.0, 5.0, None, True), (">", 5.0, 5.0, True, False),
+    (">=", 5.0, 5.0, True, None), ("<", 10.0, 5.0, None, None), (">", 1.0, 5.0, None, None),
+])
+def test_comparator_intervals(comparator: str, value: float, threshold: float, ge: bool | None,
+                              le: bool | None) -> None:
+    interval = Interval.from_comparator(value, comparator)
+    assert interval.ge(threshold) is ge
+    assert interval.le(threshold) is le
