@@ -16,6 +16,7 @@ import orjson
 import typer
 
 from .criteria.model import EligibilityReport
+from .demo import run_demo
 from .engine import evaluate_bundle, evaluate_record
 from .errors import FhirServerError, InputError
 from .fhir.bundle import read_bytes
@@ -87,6 +88,16 @@ def evaluate(
     except (InputError, FhirServerError) as exc:
         raise fail(str(exc)) from None
     typer.echo(output(report, fmt))
+
+
+@app.command()
+def demo(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluation date YYYY-MM-DD (default: today)")]
+    = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the demo Bundles")] = Path(".sandbox/demo"),
+) -> None:
+    """Write the demo patients as FHIR Bundles and evaluate each one."""
+    typer.echo(run_demo(out, parse_as_of(as_of)))
 
 
 @app.command()

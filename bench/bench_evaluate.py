@@ -1,0 +1,74 @@
+"""Benchmark: evaluating a realistic record from raw JSON bytes vs json.loads of the same bytes.
+
+Issue 2 targets: evaluation (parse included) within 3× `json.loads`, and under 50 MB of added memory.
+Everything is measured in this one run, on this machine, and printed as ratios.
+
+    .venv/bin/python bench/bench_evaluate.py [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import date
+
+import orjson
+
+from adapter.engine import evaluate_bundle
+from adapter.synth.realistic import realistic_bundle
+
+AS_OF = date(2026, 11, 21)
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+
+    bundle = realistic_bundle(seed=1, as_of=AS_OF)
+    data = orjson.dumps(bundle)
+    counts: dict[str, int] = {}
+    for e in bundle["entry"]:
+        counts[e["resource"]["resourceType"]] = counts.get(e["resource"]["resourceType"], 0) + 1
+    print(f"record: {len(data) / 1e6:.2f} MB JSON, " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
+
+    report = evaluate_bundle(data, AS_OF)  # warm-up: unit registry, code tables, model classes
+    print(f"verdict: {report.overall} ({sum(c.status == 'met' for c in report.criteria)} met)")
+
+    gc.collect()
+    loads_med, loads_min = median_ms(lambda: json.loads(data), args.repeat)
+    eval_med, eval_min = median_ms(lambda: evaluate_bundle(data, AS_OF), args.repeat)
+    print(f"json.loads           median {loads_med:7.1f} ms   min {loads_min:7.1f} ms")
+    print(f"evaluate (from bytes) median {eval_med:7.1f} ms   min {eval_min:7.1f} ms")
+    print(f"ratio evaluate / json.loads: median {eval_med / loads_med:.2f}x, min {eval_min / loads_min:.2f}x "
+          f"(target <= 3x)")
+
+    gc.collect()
+    tracemalloc.start()
+    evaluate_bundle(data, AS_OF)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tracemalloc.start()
+    json.loads(data)
+    _, loads_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"memory added while evaluating (tracemalloc peak): {peak / 1e6:.1f} MB (target < 50 MB); "
+          f"json.loads alone: {loads_peak / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
