@@ -18,11 +18,11 @@ from .synth.generator import scenario_cases
 
 def run_demo(out_dir: Path, as_of: date) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"AXIOM eligibility for {0} demo patients, evaluated on {as_of.isoformat()}", ""]
-    header = f"{'patient file':<44} {'cohort':<14} {'overall':<16} not met / to review"
+    cases = scenario_cases(as_of)
+    lines = [f"AXIOM eligibility for {len(cases)} demo patients, evaluated on {as_of.isoformat()}", ""]
+    header = f"{'patient file':<40} {'cohort':<14} {'overall':<16} why"
     lines += [header, "-" * len(header)]
     shown = None
-    cases = scenario_cases(as_of)
     for case in cases:
         path = out_dir / f"{case.name}.json"
         data = orjson.dumps(case.bundle, option=orjson.OPT_INDENT_2)
@@ -30,11 +30,12 @@ def run_demo(out_dir: Path, as_of: date) -> str:
         report = evaluate_bundle(data, as_of)
         failing = [c.id for c in report.criteria if c.status == "not-met"]
         unknown = [c.id for c in report.criteria if c.status == "unknown"]
-        detail = ", ".join(failing) + (" / " if failing and unknown else "") + ", ".join(unknown)
-        lines.append(f"{path.name:<44} {report.cohort or '-':<14} {report.overall:<16} {detail or '-'}")
+        why = "; ".join(part for part in (
+            f"not met: {', '.join(failing)}" if failing else "",
+            f"to review: {', '.join(unknown)}" if unknown else "") if part)
+        lines.append(f"{path.name:<40} {report.cohort or '-':<14} {report.overall:<16} {why or '-'}")
         if shown is None and report.overall == "likely-eligible":
             shown = (path, report)
-    lines[0] = lines[0].format(len(cases))
     if shown:
         lines += ["", f"One report in full ({shown[0]}):", "", render(shown[1])]
     lines += ["", f"Bundles written to {out_dir}/ — try:",

@@ -146,3 +146,8 @@ def test_same_patient_listed_twice_is_one_patient(tmp_path: Path) -> None:
     bundle = fhir.bundle([fhir.patient("p1"), fhir.patient("p1"), asps()])
     code, _, _ = run("evaluate", str(write(tmp_path, bundle)))
     assert code == 0
+
+
+def test_patient_id_that_is_not_a_fhir_id_is_refused_before_any_request() -> None:
+    code, out, err = run("evaluate", "--fhir-server", "http://127.0.0.1:9/fhir", "--patient", "../metadata")
+    assert code == 2 and out == "" and "not a FHIR id" in err

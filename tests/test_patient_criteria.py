@@ -159,3 +159,20 @@ def test_positive_pregnancy_test_from_last_year_does_not_count() -> None:
 
 def test_male_without_evidence_is_not_applicable() -> None:
     assert evaluate(asps(), gender="male").criterion("pregnancy-breastfeeding").status == "not-applicable"
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(20, "met"), (50, "met"), (200, "met"), (1000, "unknown")])
+def test_below_assay_limit_counts_as_undetectable_only_for_a_real_assay_limit(limit: float, expected: str) -> None:
+    vl = lab("20447-9", limit, "copies/mL", comparator="<")
+    assert evaluate(asps(), hiv_condition(), vl).criterion("hiv").status == expected
+
+
+def test_plain_low_viral_load_is_judged_against_the_trials_limit() -> None:
+    assert evaluate(asps(), hiv_condition(), lab("20447-9", 35, "copies/mL")).criterion("hiv").status == "met"
+    assert evaluate(asps(), hiv_condition(), lab("20447-9", 60, "copies/mL")).criterion("hiv").status == "not-met"
+
+
+def test_disagreeing_performance_scales_are_met_by_the_protocols_or_but_flagged() -> None:
+    result = evaluate(asps(), ecog(3), karnofsky(80)).criterion("performance-status")
+    assert result.status == "met"
+    assert "disagree" in (result.note or "")

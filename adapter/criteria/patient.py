@@ -53,7 +53,10 @@ def performance_status(facts: Facts, trial: Trial) -> CriterionResult:
     observed = "; ".join(f"{name} {m.dated}" for name, _, m in results) or None
     evidence = [m.ref or "" for _, _, m in results]
     if any(ok for _, ok, _ in results):
-        return CriterionResult("performance-status", "met", requirement, observed=observed, evidence=evidence)
+        disagree = "ECOG and Karnofsky disagree; either meeting its threshold is enough by the protocol" \
+            if any(ok is False for _, ok, _ in results) else None
+        return CriterionResult("performance-status", "met", requirement, observed=observed, evidence=evidence,
+                               note=disagree)
     if results and all(ok is False for _, ok, _ in results):
         return CriterionResult("performance-status", "not-met", requirement, observed=observed,
                                evidence=evidence, note=f"performance status worse than ECOG {fmt(ecog_max)} "
@@ -69,7 +72,7 @@ def performance_status(facts: Facts, trial: Trial) -> CriterionResult:
                   ecog.absence("ECOG or Karnofsky score", window)))
 
 
-def _viral_load_undetectable(m: Measurement, below: float) -> bool | None:
+def _viral_load_undetectable(m: Measurement, below: float, assay_limit_max: float) -> bool | None:
     table = answers()
     if m.concepts & table.presence_negative:
         return True
@@ -77,8 +80,8 @@ def _viral_load_undetectable(m: Measurement, below: float) -> bool | None:
         return False
     if m.value is None or m.unit_error:
         return None
-    if m.value.hi_open or m.original.lstrip().startswith(("<", "<=")):
-        return True  # '<' comparator: below the assay's limit
+    if m.original.lstrip().startswith("<"):  # '<' or '<=' comparator: below the assay's limit
+        return True if m.value.hi <= assay_limit_max else None
     if m.value.lo == 0 and m.value.hi == 0:
         return True
     return m.value.lt(below)
@@ -92,7 +95,7 @@ def hiv(facts: Facts, trial: Trial) -> CriterionResult:
     infected = facts.having("hiv")
     sel = facts.observations.latest("hiv-viral-load", window)
     vl = sel.chosen
-    result = _viral_load_undetectable(vl, below) if vl else None
+    result = _viral_load_undetectable(vl, below, float(rule["assay_limit_max"])) if vl else None
     if not infected:
         if vl is not None and result is False:
             return CriterionResult("hiv", "not-met", requirement, observed=vl.dated, evidence=[vl.ref or ""],

@@ -96,10 +96,13 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
         b_text = b_why or (f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
         why = f"{a_text}; {b_text}"
     observed = f"creatinine {scr.dated}, {uln_text}" + (f"; {crcl_text}" if crcl_text else "")
+    paediatric = ("Cockcroft-Gault is not validated under 18 (bedside Schwartz is the paediatric standard); "
+                  "the protocol names Cockcroft-Gault") if crcl is not None and facts.age and facts.age[0] < 18 \
+        else None
     return CriterionResult(
         CID, status, requirement, observed=observed,
         evidence=[scr.ref or "", *b_evidence],
-        note=join(why, assumed, scr.caveat, *(found.notes if status != "met" else [])),
+        note=join(why, assumed, paediatric, scr.caveat, *(found.notes if status != "met" else [])),
     )
 
 

@@ -27,6 +27,13 @@ def _codes(history: bool) -> str:
                     if spec.history == history for code in spec.codes)
 
 
+# Days beyond the longest window that are still read, so a stale value can be shown with its date.
+STALE_MARGIN_DAYS = 2
+# The server's `date=ge` compares instants in the server's zone, the engine reads the local date as
+# written: one more day covers any UTC offset (at most 14 h).
+ZONE_MARGIN_DAYS = 1
+
+
 def longest_window(trial: Trial) -> int:
     windows = [trial.default_window_days]
     for rule in trial.criteria.values():
@@ -34,11 +41,17 @@ def longest_window(trial: Trial) -> int:
     return max(windows)
 
 
+def lookback_days(trial: Trial) -> int:
+    """How far back windowed Observations are read at all, in every mode."""
+    return longest_window(trial) + STALE_MARGIN_DAYS
+
+
 def searches(patient_id: str, trial: Trial, as_of: date | None) -> list[Search]:
     """Searches for everything but the Patient read. `as_of` None: no date floor (prefetch templates)."""
     labs = {"patient": patient_id, "code": _codes(history=False), "_sort": "-date", "_count": "1000"}
     if as_of is not None:
-        labs["date"] = f"ge{(as_of - timedelta(days=longest_window(trial))).isoformat()}"
+        floor = as_of - timedelta(days=lookback_days(trial) + ZONE_MARGIN_DAYS)
+        labs["date"] = f"ge{floor.isoformat()}"
     out = [
         Search("observations", "Observation", labs),
         Search("history", "Observation", {"patient": patient_id, "code": _codes(history=True),

@@ -1,21 +1,24 @@
 """Pull one patient's resources from a FHIR R4 server.
 
-fhirpy builds the requests (base URL handling, parameter encoding, the check that `next` links stay on
-the same server); the transport is one shared aiohttp session per call with orjson parsing, because
-fhirpy's async client opens a new connection per request and wraps every resource, which costs far
-more than the evaluation itself (shared/reference/performance.md). Searches run in parallel and follow
-`next` links. The bearer token is sent, never logged.
+fhirpy builds the requests (base URL handling, parameter encoding). The transport is one shared
+aiohttp session per call with orjson parsing: fhirpy's async client opens a new connection per
+request and wraps every resource, which costs more than the evaluation itself
+(shared/reference/performance.md). Searches run in parallel and follow `next` links, only to the same
+server: fhirpy merely checks that a link *contains* the base URL, and the bearer token must never
+travel to another host. The token is sent, never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import date
 from typing import Any
 
 import aiohttp
 import orjson
 from fhirpy import AsyncFHIRClient
+from yarl import URL
 
 from ..errors import FhirServerError
 from ..tables import Trial
@@ -24,6 +27,7 @@ from .queries import Search, searches
 from .record import Entry, PatientRecord, assemble
 
 MAX_PAGES = 50
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class SessionClient(AsyncFHIRClient):
@@ -51,6 +55,19 @@ class SessionClient(AsyncFHIRClient):
                 raise FhirServerError(f"the FHIR server sent non-JSON for {path}") from None
 
 
+def same_server(link: str, base_url: str) -> bool:
+    """Does `link` point under `base_url` (same scheme, host, port, and base path)?"""
+    try:
+        target, base = URL(link), URL(base_url)
+    except ValueError:
+        return False
+    if not target.is_absolute():
+        return False
+    base_path = base.path.rstrip("/") + "/"
+    return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port) and \
+        target.path.startswith(base_path)
+
+
 def _next_link(bundle: Any) -> str | None:
     for link in bundle.get("link") or () if isinstance(bundle, dict) else ():
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
@@ -70,16 +87,22 @@ async def search_all(client: SessionClient, search: Search) -> list[Entry]:
         _, found = bundle_entries(page)
         entries.extend(found)
         nxt = _next_link(page)
-        if nxt is None or nxt in seen:
-            break
+        if nxt is None:
+            return entries
+        if nxt in seen:
+            raise FhirServerError(f"the FHIR server repeated a next link in the {search.resource_type} search")
+        if not same_server(nxt, client.url):
+            raise FhirServerError(f"the FHIR server's next link for {search.resource_type} leaves the server")
         seen.add(nxt)
         page = await client.get_json(nxt)
-    return entries
+    raise FhirServerError(f"the {search.resource_type} search has more than {MAX_PAGES} pages")
 
 
 async def fetch_record(base_url: str, patient_id: str, trial: Trial, as_of: date | None,
                        token: str | None = None, timeout: float = 30.0) -> PatientRecord:
     """The patient's record; raises FhirServerError when the Patient itself cannot be had."""
+    if not FHIR_ID.fullmatch(patient_id):
+        raise FhirServerError(f"{patient_id!r} is not a FHIR id")
     try:
         async with aiohttp.ClientSession() as session:
             client = SessionClient(base_url, session, token, timeout)

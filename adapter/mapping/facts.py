@@ -36,7 +36,7 @@ class Facts:
         return "; ".join(reasons) if reasons else None
 
 
-def build_facts(record: PatientRecord, as_of: date) -> Facts:
+def build_facts(record: PatientRecord, as_of: date, lookback_days: int) -> Facts:
     birth = record.patient.get("birthDate")
     gender = record.patient.get("gender")
     meds = [e for t in MEDICATION_TYPES for e in record.of_type(t)]
@@ -46,7 +46,7 @@ def build_facts(record: PatientRecord, as_of: date) -> Facts:
         birth_date=birth if isinstance(birth, str) else None,
         age=age_range(birth, as_of),
         gender=gender if isinstance(gender, str) else None,
-        observations=ObservationIndex.build(record.of_type("Observation"), as_of),
+        observations=ObservationIndex.build(record.of_type("Observation"), as_of, lookback_days),
         conditions=condition_facts(record.of_type("Condition"), as_of),
         exposures=ici_exposures(meds, record.medications, as_of),
         unavailable=dict(record.unavailable),

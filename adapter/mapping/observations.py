@@ -103,9 +103,7 @@ def effective_text(resource: dict[str, Any]) -> str | None:
         for key in ("end", "start"):
             if isinstance(period.get(key), str):
                 return str(period[key])
-    if isinstance(resource.get("issued"), str):
-        return str(resource["issued"])
-    return None
+    return None  # `issued` is when a result was released, not when the patient was in that state
 
 
 def _number(x: Any) -> float | None:
@@ -234,14 +232,22 @@ class ObservationIndex:
     by_input: dict[str, list[tuple[Entry, tables.ObservationCode]]]
 
     @classmethod
-    def build(cls, entries: list[Entry], as_of: date) -> ObservationIndex:
+    def build(cls, entries: list[Entry], as_of: date, lookback_days: int) -> ObservationIndex:
+        """Index by input. Windowed inputs keep only dated values from the last `lookback_days`: the
+        same horizon the FHIR-server search uses (fhir/queries.py), so a Bundle and a server give the
+        same answer for the same patient. History inputs (disease status, staging) keep everything."""
         table = tables.observations()
+        floor = as_of - timedelta(days=lookback_days)
         by_input: dict[str, list[tuple[Entry, tables.ObservationCode]]] = {}
         for entry in entries:
             code = entry.resource.get("code")
             for c in (code.get("coding") or ()) if isinstance(code, dict) else ():
                 if isinstance(c, dict) and c.get("system") == table.system and c.get("code") in table.by_code:
                     obs_code = table.by_code[c["code"]]
+                    if not table.inputs[obs_code.input].history:
+                        when = date_range(effective_text(entry.resource))
+                        if when is None or when[1] < floor:
+                            break
                     by_input.setdefault(obs_code.input, []).append((entry, obs_code))
                     break
         return cls(as_of, by_input)

@@ -52,7 +52,7 @@ def quantity(value: float, unit: str | None, ucum: str | None = None,
     return q
 
 
-def observation(oid: str, subject: str, loinc: str, when: str, *, value: dict[str, Any] | None = None,
+def observation(oid: str, subject: str, loinc: str, when: str, *, value: float | dict[str, Any] | None = None,
                 unit: str | None = None, ucum: str | None = None, comparator: str | None = None,
                 high: float | None = None, high_unit: str | None = None, status: str = "final",
                 coded: dict[str, Any] | None = None, integer: int | None = None,
@@ -130,3 +130,21 @@ def bundle(resources: list[Resource], bundle_type: str = "collection",
             entry["fullUrl"] = full_urls[i]
         entries.append(entry)
     return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
+
+
+def reference_range(low: float | None, high: float | None, unit: str | None,
+                    ucum: str | None = None) -> dict[str, Any]:
+    """One Observation.referenceRange with both limits, as labs send them (the builder above sends high only)."""
+    rng: dict[str, Any] = {}
+    if low is not None:
+        rng["low"] = quantity(low, unit, ucum)
+    if high is not None:
+        rng["high"] = quantity(high, unit, ucum)
+    return rng
+
+
+def interpretation(code: str) -> list[dict[str, Any]]:
+    """Observation.interpretation with a v3 ObservationInterpretation code (N, L, H, LL, HH)."""
+    system = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+    shown = {"N": "Normal", "L": "Low", "H": "High", "LL": "Critical low", "HH": "Critical high"}
+    return [concept(system, code, shown.get(code))]
