@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-AS_OF ?= 2026-11-21
+
 
 .PHONY: setup demo test lint bench clean
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## Set up, generate the demo patients, and evaluate each of them.
 demo: setup
-	$(VENV)/bin/axiom-cds demo --as-of $(AS_OF)
+	$(VENV)/bin/axiom-cds demo $(if $(AS_OF),--as-of $(AS_OF))
 
 ## Set up and run everything CI runs: ruff, mypy, pytest.
 test: setup lint

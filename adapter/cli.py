@@ -23,6 +23,7 @@ from .fhir.bundle import read_bytes
 from .fhir.server import fetch_record
 from .report.card import cards_response
 from .report.text import render
+from .synth.generator import write_bundles
 from .tables import trial as load_trial
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -98,6 +99,20 @@ def demo(
 ) -> None:
     """Write the demo patients as FHIR Bundles and evaluate each one."""
     typer.echo(run_demo(out, parse_as_of(as_of)))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the Bundles into")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files")] = 7,
+    count: Annotated[int, typer.Option(help="Random patients to write")] = 6,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Dates are relative to this day (default: today)")]
+    = None,
+    scenarios: Annotated[bool, typer.Option("--scenarios", help="Also write the named scenarios")] = False,
+) -> None:
+    """Write seeded synthetic AXIOM patients as FHIR Bundles (one Patient each)."""
+    for path in write_bundles(out, seed, count, parse_as_of(as_of), scenarios=scenarios):
+        typer.echo(str(path))
 
 
 @app.command()

@@ -6,15 +6,14 @@ FHIR R4 Bundle. Scenarios are designs written by hand; random patients are desig
 Every date is relative to `as_of`, so a scenario means the same thing on any evaluation date.
 
 Regenerate the committed fixtures with
-`python -m adapter.synth.generator tests/fixtures --seed 7 --count 6 --as-of 2026-11-21 --scenarios`.
+`axiom-cds synth tests/fixtures --seed 7 --count 6 --as-of 2026-11-21 --scenarios`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -625,19 +624,3 @@ def write_bundles(out_dir: Path, seed: int, count: int, as_of: date, *, scenario
         path.write_text(to_json(case.bundle), encoding="utf-8")
         paths.append(path)
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write synthetic AXIOM patient Bundles.")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--count", type=int, default=6)
-    parser.add_argument("--as-of", type=date.fromisoformat, default=date(2026, 11, 21))
-    parser.add_argument("--scenarios", action="store_true", help="also write the hand-designed scenarios")
-    args = parser.parse_args(argv)
-    for path in write_bundles(args.out_dir, args.seed, args.count, args.as_of, scenarios=args.scenarios):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
