@@ -55,7 +55,12 @@ class InputSpec:
     analyte: str | None
     codes: tuple[str, ...]
     informative: bool = False
-    history: bool = False  # read over the whole history (disease status, staging), not a window
+    search: str = "labs"  # which FHIR search / prefetch key fetches it (fhir/queries.py)
+
+    @property
+    def history(self) -> bool:
+        """Read over the whole history (disease status, staging), not a window."""
+        return self.search == "history"
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def observations() -> ObservationTable:
             analyte=spec.get("analyte"),
             codes=tuple(codes),
             informative=bool(spec.get("informative", False)),
-            history=bool(spec.get("history", False)),
+            search=str(spec.get("search", "labs")),
         )
     panels = tuple(Panel(str(p["code"]), p["display"], tuple(p["covers"])) for p in data["panels"])
     longest = str(data["inputs"]["tumor-size"]["components"]["longest"]["code"])

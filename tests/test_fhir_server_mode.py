@@ -390,7 +390,7 @@ def test_server_answers_the_adapter_searches_exactly(fhir_server: FhirTestServer
             if search.params.get("_sort") == "-date":
                 starts = [_range(r["effectiveDateTime"])[0] for r in matches]
                 assert starts == sorted(starts, reverse=True), f"{search.key} for {pid} is not newest first"
-    assert pages[PAGED, "observations"] == 2
+    assert pages[PAGED, "labs"] == 2
     assert pages[ASPS, "medicationStatement"] == 1
 
 
