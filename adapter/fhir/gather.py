@@ -1,0 +1,135 @@
+"""Gather one patient's record: use what the hook prefetched, fetch what is missing, within a deadline.
+
+CDS Hooks clients may satisfy all, some or none of the prefetch templates: a key may be absent, `null`,
+an empty Bundle, an OperationOutcome, or a Bundle with more pages. Whatever is not usable is fetched
+from the FHIR server (in parallel, one session per server); whatever still cannot be had is recorded in
+`PatientRecord.unavailable`, which turns the criteria that need it into `unknown` with the reason. Only
+a missing Patient is fatal (FhirServerError → HTTP 412 / CLI exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FhirServerError
+from .client import SessionClient, collect_pages, read_patient, search_all
+from .queries import PATIENT_KEY, Search
+from .record import Entry, PatientRecord, assemble
+
+
+@dataclass
+class GatherStats:
+    prefetched: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _prefetched_patient(value: Any, patient_id: str, notes: list[str]) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict) and value.get("resourceType") == "Patient":
+        if value.get("id") == patient_id:
+            return value
+        notes.append("prefetched Patient is not context.patientId: ignored")
+        return None
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":  # a search instead of a read
+        for entry in value.get("entry") or ():
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "Patient" and \
+                    resource.get("id") == patient_id:
+                return resource
+    return None
+
+
+def _usable_prefetch(value: Any, key: str, notes: list[str]) -> dict[str, Any] | None:
+    """A prefetched search result we can use, else None (absent, null, an error, not a Bundle)."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        return value
+    kind = value.get("resourceType") if isinstance(value, dict) else type(value).__name__
+    notes.append(f"prefetch '{key}' was {kind}, not a Bundle: fetched instead")
+    return None
+
+
+async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str, Any] | None,
+                        client: SessionClient | None, deadline_s: float,
+                        stats: GatherStats | None = None) -> PatientRecord:
+    """The patient's record from prefetch + FHIR server. Raises FhirServerError without a Patient."""
+    started = time.perf_counter()
+    stats = stats if stats is not None else GatherStats()
+    prefetch = prefetch or {}
+    notes: list[str] = []
+    jobs: dict[str, Awaitable[Any]] = {}
+
+    patient = _prefetched_patient(prefetch.get(PATIENT_KEY), patient_id, notes)
+    if patient is not None:
+        stats.prefetched.append(PATIENT_KEY)
+    elif client is not None:
+        jobs[PATIENT_KEY] = read_patient(client, patient_id)
+
+    by_key = {s.key: s for s in plan}
+    ready: dict[str, list[Entry]] = {}
+    unavailable: dict[str, str] = {}
+    for search in plan:
+        bundle = _usable_prefetch(prefetch.get(search.key), search.key, notes)
+        if bundle is not None:
+            stats.prefetched.append(search.key)
+            jobs[search.key] = collect_pages(client, bundle, search.key)
+        elif client is not None:
+            stats.fetched.append(search.key)
+            jobs[search.key] = search_all(client, search)
+        else:
+            unavailable[search.resource_type] = f"'{search.key}' was not prefetched and there is no FHIR server"
+
+    results = await _within(jobs, deadline_s)
+    for key, result in results.items():
+        if key == PATIENT_KEY:
+            if isinstance(result, BaseException):
+                raise _as_server_error(result)
+            patient = result
+        elif isinstance(result, BaseException):
+            stats.failed.append(key)
+            unavailable[by_key[key].resource_type] = str(_as_server_error(result))
+        else:
+            ready[key] = result
+    if patient is None:
+        raise FhirServerError(f"Patient/{patient_id} was not prefetched and there is no FHIR server to read it from")
+
+    record = assemble(patient, None, [e for entries in ready.values() for e in entries])
+    record.unavailable.update(unavailable)
+    record.dropped.extend(notes)
+    stats.seconds = time.perf_counter() - started
+    return record
+
+
+async def _within(jobs: dict[str, Awaitable[Any]], deadline_s: float) -> dict[str, Any]:
+    """Run jobs in parallel; a job still running at the deadline is cancelled and becomes a timeout."""
+    if not jobs:
+        return {}
+    tasks = {key: asyncio.ensure_future(job) for key, job in jobs.items()}
+    done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
+    for task in pending:
+        task.cancel()
+    out: dict[str, Any] = {}
+    for key, task in tasks.items():
+        if task in done:
+            out[key] = task.exception() if task.exception() is not None else task.result()
+        else:
+            out[key] = FhirServerError(f"the FHIR server did not answer within the {deadline_s:g} s deadline")
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    return out
+
+
+def _as_server_error(exc: BaseException) -> FhirServerError:
+    if isinstance(exc, FhirServerError):
+        return exc
+    if isinstance(exc, ValueError):  # fhirpy refusing a URL that is not on the server
+        return FhirServerError(f"unsafe or invalid URL from the FHIR server: {exc}")
+    raise exc
