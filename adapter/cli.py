@@ -6,6 +6,8 @@ Bad input never produces a traceback: one line on stderr, exit status 2.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from datetime import date
 from enum import StrEnum
@@ -14,7 +16,10 @@ from typing import Annotated
 
 import orjson
 import typer
+import uvicorn
+from pydantic import ValidationError
 
+from .cds.settings import Settings
 from .criteria.model import EligibilityReport
 from .demo import run_demo
 from .engine import evaluate_bundle, evaluate_record
@@ -117,11 +122,22 @@ def synth(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port")] = 8080,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1]")] = None,
 ) -> None:
-    """Run the CDS Hooks service (issue 3)."""
-    raise fail("the CDS Hooks service is not built yet; use 'axiom-cds evaluate'")
+    """Run the CDS Hooks service. Configuration: AXIOM_* environment variables or AXIOM_CONFIG=file.yaml."""
+    # Options become environment so that every worker process builds the same Settings.
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"AXIOM_{name}"] = str(value)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise fail(f"configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run("adapter.cds.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def parse_feedback(body: Any) -> list[Feedback]:
 
 
 def _present(value: Any) -> bool:
-    return value is not None and value != [] and value != {}
+    return value not in (None, [], {})
 
 
 def _item(item: Any, where: str) -> Feedback:

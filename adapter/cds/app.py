@@ -1,0 +1,139 @@
+"""The FastAPI application: discovery, patient-view, feedback, health; errors as OperationOutcomes."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..engine import warm_up
+from ..errors import FhirServerError, InputError
+from ..fhir.bundle import load_json
+from ..fhir.queries import prefetch_templates
+from ..fhir.sessions import SessionPool
+from ..store import FeedbackError, Store, parse_feedback
+from ..tables import trial as load_trial
+from .hook import Service, patient_view
+from .outcome import operation_outcome
+from .request import HOOK, parse_hook_request
+from .settings import Settings
+
+SERVICE_ID = "axiom-eligibility"
+log = logging.getLogger("axiom_cds")
+
+HOOK_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"const": HOOK},
+        "hookInstance": {"type": "string", "format": "uuid"},
+        "fhirServer": {"type": "string", "format": "uri"},
+        "fhirAuthorization": {"type": "object", "required": ["access_token", "token_type"]},
+        "context": {"type": "object", "required": ["patientId"],
+                    "properties": {"patientId": {"type": "string"}, "userId": {"type": "string"}}},
+        "prefetch": {"type": "object", "additionalProperties": True},
+    },
+}
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def discovery(settings: Settings) -> dict[str, Any]:
+    trial = load_trial(settings.trial)
+    return {"services": [{
+        "hook": HOOK,
+        "id": SERVICE_ID,
+        "title": f"{trial.short_title} trial eligibility ({trial.nct})",
+        "description": (f"Checks the patient's chart against every eligibility criterion of {trial.title} "
+                        f"({trial.nct}, trial record {trial.version}) and suggests a referral when the "
+                        "patient may be eligible; shows nothing for patients without a sarcoma."),
+        "prefetch": prefetch_templates(trial),
+        "usageRequirements": ("Read access to Patient, Condition, Observation, MedicationStatement, "
+                              "MedicationRequest and MedicationAdministration (patient/*.read)."),
+    }]}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
+        app.state.service = Service(settings, SessionPool(), Store(settings.database_url))
+        if settings.gc_tuning:
+            # parsing a multi-megabyte prefetch allocates enough objects to trigger repeated full
+            # collections; freezing start-up objects and raising the threshold halves the latency
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 20)
+        yield
+        await app.state.service.sessions.close()
+        await run_in_threadpool(app.state.service.store.close)
+
+    app = FastAPI(title="AXIOM eligibility CDS Hooks service", version=__version__, lifespan=lifespan,
+                  description="CDS Hooks 2.0 service: AXIOM (NCT05333458) trial eligibility on patient-view.")
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+                       allow_headers=["Authorization", "Content-Type"], max_age=600)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        return operation_outcome(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return operation_outcome(400, "invalid request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error (%s)", type(exc).__name__)
+        return operation_outcome(500, "internal error; the request was not evaluated")
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> Response:
+        return json_response({"status": "ok", "version": __version__, "trial": load_trial(settings.trial).version})
+
+    @app.get("/cds-services", tags=["cds-hooks"], summary="CDS Hooks discovery")
+    async def services() -> Response:
+        return json_response(discovery(settings))
+
+    @app.post(f"/cds-services/{SERVICE_ID}", tags=["cds-hooks"], summary="patient-view: AXIOM eligibility card",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": HOOK_REQUEST_SCHEMA}}}})
+    async def invoke(request: Request) -> Response:
+        try:
+            hook = parse_hook_request(load_json(await request.body()))
+        except InputError as exc:
+            return operation_outcome(400, str(exc))
+        try:
+            return json_response(await patient_view(hook, request.app.state.service))
+        except FhirServerError as exc:
+            log.info("hook hookInstance=%s status=412 reason=%s", hook.hook_instance, exc)
+            return operation_outcome(412, str(exc))
+        except InputError as exc:  # the Patient resource itself was not valid FHIR
+            return operation_outcome(412, str(exc))
+
+    @app.post(f"/cds-services/{SERVICE_ID}/feedback", tags=["cds-hooks"], summary="Card feedback",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"type": "object", "required": ["feedback"]}}}}})
+    async def feedback(request: Request) -> Response:
+        try:
+            items = parse_feedback(load_json(await request.body()))
+        except (InputError, FeedbackError) as exc:
+            return operation_outcome(400, str(exc))
+        stored = await run_in_threadpool(request.app.state.service.store.add_feedback, items)
+        log.info("feedback items=%d new=%d", len(items), stored)
+        return Response(status_code=200)
+
+    return app

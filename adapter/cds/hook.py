@@ -1,0 +1,75 @@
+"""patient-view: request → record (prefetch + FHIR) → report → card, with alert-fatigue suppression."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from ..engine import evaluate_record
+from ..fhir.client import SessionClient
+from ..fhir.gather import GatherStats, gather_record
+from ..fhir.queries import searches
+from ..fhir.sessions import SessionPool
+from ..report.card import card as make_card
+from ..store import IssuedCard, Store
+from ..tables import trial as load_trial
+from .request import HookRequest
+from .settings import Settings
+
+log = logging.getLogger("axiom_cds.hook")
+
+
+@dataclass
+class Service:
+    """What a hook needs besides the request; built once at start-up."""
+
+    settings: Settings
+    sessions: SessionPool
+    store: Store
+
+    def as_of(self) -> date:
+        return self.settings.as_of or datetime.now(UTC).date()
+
+
+def patient_key(fhir_server: str | None, patient_id: str) -> str:
+    """An opaque, stable key for a patient on a server: stored and logged instead of the id."""
+    return hashlib.sha256(f"{fhir_server or '-'}|{patient_id}".encode()).hexdigest()[:32]
+
+
+async def patient_view(req: HookRequest, service: Service) -> dict[str, Any]:
+    """The CDS Hooks response body. Raises FhirServerError (→ 412) when the Patient cannot be had."""
+    started = time.perf_counter()
+    settings = service.settings
+    trial = load_trial(settings.trial)
+    as_of = service.as_of()
+    client = None
+    if req.fhir_server is not None:
+        client = SessionClient(req.fhir_server, service.sessions.get(req.fhir_server), req.access_token,
+                               settings.fhir_request_timeout_s)
+    stats = GatherStats()
+    record = await gather_record(req.patient_id, searches(req.patient_id, trial, as_of), req.prefetch, client,
+                                 settings.fhir_deadline_s, stats)
+    report = evaluate_record(record, as_of, settings.trial)
+    key = patient_key(req.fhir_server, req.patient_id)
+    cards: list[dict[str, Any]] = []
+    suppressed = False
+    if report.overall != "not-applicable":
+        suppressed = await run_in_threadpool(service.store.suppressed, key, report.overall,
+                                             datetime.now(UTC), settings.suppress_days)
+        if not suppressed:
+            card = make_card(report)
+            assert card is not None
+            await run_in_threadpool(service.store.record_card, IssuedCard(
+                card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
+            cards.append(card)
+    log.info("hook hookInstance=%s patient=%s verdict=%s cohort=%s cards=%d suppressed=%s prefetched=%d "
+             "fetched=%d failed=%d fhir_ms=%.0f total_ms=%.0f", req.hook_instance, key, report.overall,
+             report.cohort, len(cards), suppressed, len(stats.prefetched), len(stats.fetched), len(stats.failed),
+             stats.seconds * 1000, (time.perf_counter() - started) * 1000)
+    return {"cards": cards}

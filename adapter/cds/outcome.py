@@ -1,0 +1,19 @@
+"""FHIR OperationOutcome error responses: every error this service returns is one of these."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import Response
+
+FHIR_JSON = "application/fhir+json"
+
+ISSUE_CODE = {400: "invalid", 401: "login", 404: "not-found", 405: "not-supported", 412: "not-found",
+              413: "too-costly", 415: "not-supported", 422: "processing", 500: "exception"}
+
+
+def operation_outcome(status: int, message: str) -> Response:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": ISSUE_CODE.get(status, "processing"), "diagnostics": message}],
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON)

@@ -1,0 +1,82 @@
+"""Validate a CDS Hooks 2.0 patient-view request without copying its (possibly megabytes of) prefetch.
+
+Parsing a 2.6 MB prefetch into pydantic models costs more than evaluating it, so the envelope is
+checked by hand and the prefetch is handed on as parsed JSON.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from yarl import URL
+
+from ..errors import InputError
+from ..fhir.client import FHIR_ID
+
+HOOK = "patient-view"
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    hook_instance: str
+    patient_id: str
+    user_id: str | None
+    fhir_server: str | None
+    access_token: str | None
+    prefetch: dict[str, Any] | None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"HookRequest(hookInstance={self.hook_instance}, patient={self.patient_id})"
+
+
+def _absolute_http_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InputError("fhirServer must be a URL string")
+    try:
+        url = URL(value)
+    except ValueError:
+        raise InputError("fhirServer is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InputError("fhirServer must be an absolute http(s) URL")
+    return value.rstrip("/")
+
+
+def parse_hook_request(body: Any) -> HookRequest:
+    """The request, or InputError naming the first problem (→ HTTP 400 with an OperationOutcome)."""
+    if not isinstance(body, dict):
+        raise InputError("the request body must be a JSON object")
+    if body.get("hook") != HOOK:
+        raise InputError(f"hook must be '{HOOK}'" + (" (missing)" if "hook" not in body else ""))
+    instance = body.get("hookInstance")
+    try:
+        uuid.UUID(str(instance)) if isinstance(instance, str) else None
+    except ValueError:
+        instance = None
+    if not isinstance(instance, str):
+        raise InputError("hookInstance must be a UUID")
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise InputError("context must be an object")
+    patient_id = context.get("patientId")
+    if not isinstance(patient_id, str) or not FHIR_ID.fullmatch(patient_id):
+        raise InputError("context.patientId must be a FHIR id")
+    user_id = context.get("userId")
+    if user_id is not None and not isinstance(user_id, str):
+        raise InputError("context.userId must be a string")
+    fhir_server = _absolute_http_url(body["fhirServer"]) if body.get("fhirServer") is not None else None
+    token = None
+    auth = body.get("fhirAuthorization")
+    if auth is not None:
+        if fhir_server is None:
+            raise InputError("fhirServer is required when fhirAuthorization is present")
+        if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str) or not auth["access_token"]:
+            raise InputError("fhirAuthorization.access_token must be a non-empty string")
+        if str(auth.get("token_type", "")).lower() != "bearer":
+            raise InputError("fhirAuthorization.token_type must be 'Bearer'")
+        token = auth["access_token"]
+    prefetch = body.get("prefetch")
+    if prefetch is not None and not isinstance(prefetch, dict):
+        raise InputError("prefetch must be an object")
+    return HookRequest(instance, patient_id, user_id, fhir_server, token, prefetch)

@@ -1,0 +1,49 @@
+"""Service configuration: environment variables `AXIOM_*`, optionally a YAML file (`AXIOM_CONFIG`).
+
+Environment wins over the file; the file wins over defaults. Nothing here is clinical: thresholds and
+codes live in mappings/.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+SANDBOX_ORIGINS = ["https://sandbox.cds-hooks.org", "http://localhost:8080", "http://127.0.0.1:8080",
+                   "http://localhost:3000", "http://127.0.0.1:3000"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AXIOM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    trial: str = "axiom"
+    public_base_url: str | None = Field(
+        None, description="The URL EHRs call this service at (behind a proxy); used for links and JWT aud")
+    cors_origins: list[str] = Field(default_factory=lambda: list(SANDBOX_ORIGINS))
+    fhir_deadline_s: float = Field(3.0, description="Overall budget for FHIR calls of one hook")
+    fhir_request_timeout_s: float = Field(2.5, description="Timeout of one FHIR request")
+    database_url: str = "sqlite:///axiom-cds.db"
+    suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
+                                               "verdict changes")
+    as_of: date | None = Field(None, description="Fixed evaluation date (testing and demos); default today")
+    gc_tuning: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("AXIOM_CONFIG")
+        if config:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config)))
+        return tuple(sources)

@@ -1,0 +1,40 @@
+"""One aiohttp session (connection pool) per FHIR server, shared by every hook that calls it.
+
+A session per request would open new TCP (and TLS) connections on every hook; one per server keeps
+them alive. Tokens differ per request, so they go in each request's headers, never in the session.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from yarl import URL
+
+
+class SessionPool:
+    def __init__(self, limit_per_host: int = 32) -> None:
+        self._limit = limit_per_host
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def get(self, base_url: str) -> aiohttp.ClientSession:
+        url = URL(base_url)
+        key = f"{url.scheme}://{url.host}:{url.port}"
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit_per_host=self._limit, keepalive_timeout=60)
+            session = aiohttp.ClientSession(connector=connector)
+            self._sessions[key] = session
+        return session
+
+    def connection_count(self) -> int:
+        """Open TCP connections across servers (for benchmarks and health)."""
+        total = 0
+        for session in self._sessions.values():
+            connector = session.connector
+            if connector is not None:
+                total += sum(len(v) for v in getattr(connector, "_conns", {}).values())
+        return total
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()

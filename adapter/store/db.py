@@ -1,0 +1,145 @@
+"""Schema, engine and insert-or-ignore for the feedback store (SQLite file or any SQLAlchemy URL).
+
+SQLite is the default so one machine needs no database server: WAL lets readers run beside the one
+writer, and a busy timeout makes several worker processes queue for the write lock instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.types import TypeDecorator
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in, aware UTC out — SQLite has no timezone type, so it stores naive UTC text.
+
+    SQLAlchemy writes SQLite datetimes in one fixed-width format, so comparisons in SQL stay correct.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware value")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a driver without native datetimes
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+issued_cards = Table(
+    "issued_cards",
+    metadata,
+    Column("card_uuid", String(36), primary_key=True),
+    Column("patient_key", String(255), nullable=False, index=True),
+    Column("verdict", String(32), nullable=False),
+    Column("trial_version", String(255), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+)
+
+FEEDBACK_KEY = ("card_uuid", "outcome", "outcome_timestamp")
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # No foreign key: feedback may name a card issued by another replica or before a restart.
+    Column("card_uuid", String(36), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("outcome_timestamp", UTCDateTime, nullable=False),
+    Column("accepted_suggestions", Text, nullable=False),  # JSON list of suggestion uuids
+    Column("override_reason_system", Text),
+    Column("override_reason_code", Text),
+    Column("user_comment", Text),  # clinician free text: may hold PHI
+    Column("received_at", UTCDateTime, nullable=False),
+    UniqueConstraint(*FEEDBACK_KEY, name="uq_feedback_once"),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database in (None, "", ":memory:"):
+        # One shared connection, or every pooled connection would see its own empty database.
+        engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables and indexes; IF NOT EXISTS so workers starting together do not collide."""
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def insert_ignore(conn: Connection, table: Table, row: dict[str, Any], key: Sequence[str]) -> bool:
+    """Insert ``row`` unless a row with the same ``key`` exists; True when it was inserted.
+
+    The database decides (ON CONFLICT DO NOTHING on the unique key), so two writers racing with the
+    same row store it once without either failing.
+    """
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt: Any = sqlite_insert(table).values(row).on_conflict_do_nothing(index_elements=list(key))
+    elif dialect == "postgresql":
+        stmt = pg_insert(table).values(row).on_conflict_do_nothing(index_elements=list(key))
+    else:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table).values(row))
+        except IntegrityError:
+            return False
+        return True
+    return bool(conn.execute(stmt).rowcount == 1)

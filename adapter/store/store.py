@@ -1,0 +1,123 @@
+"""Store: issued cards and their feedback, and the alert-fatigue question "was this card dismissed?".
+
+Synchronous on purpose: the web layer calls it from a threadpool, and one Store may be shared by threads.
+Logs carry counts only — never patient keys, reasons or the clinician's comment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, make_engine
+from .model import Feedback, IssuedCard, canonical_uuid, require_aware
+
+log = logging.getLogger(__name__)
+
+# An EHR clock a little ahead of ours must not make a fresh dismissal look like "not yet happened".
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Store:
+    def __init__(self, url: str = "sqlite:///axiom-cds.db") -> None:
+        self._engine = make_engine(url)
+        create_schema(self._engine)
+
+    def record_card(self, card: IssuedCard) -> None:
+        """Remember a card we returned; recording the same card_uuid again changes nothing."""
+        row = {
+            "card_uuid": canonical_uuid(card.card_uuid),
+            "patient_key": card.patient_key,
+            "verdict": card.verdict,
+            "trial_version": card.trial_version,
+            "issued_at": require_aware(card.issued_at, "issued_at"),
+        }
+        with self._engine.begin() as conn:
+            insert_ignore(conn, issued_cards, row, ["card_uuid"])
+
+    def add_feedback(self, items: list[Feedback]) -> int:
+        """Store feedback once per (card, outcome, outcome timestamp); return how many items were new.
+
+        Feedback naming a card this store never recorded is kept too: another replica, or this one
+        before a restart with another database, may have issued it.
+        """
+        if not items:
+            return 0
+        received_at = datetime.now(UTC)
+        rows = [_feedback_row(item, received_at) for item in items]  # validate all before writing any
+        with self._engine.begin() as conn:
+            new = sum(insert_ignore(conn, feedback, row, FEEDBACK_KEY) for row in rows)
+        log.info("feedback stored: %d new of %d", new, len(items))
+        return new
+
+    def suppressed(self, patient_key: str, verdict: str, now: datetime, days: int) -> bool:
+        """True when a card with this verdict for this patient was overridden in the last ``days`` days.
+
+        Only ``overridden`` feedback counts, and only on a card whose verdict equals ``verdict``: a
+        changed verdict is news and is shown again. ``days <= 0`` turns suppression off.
+        """
+        require_aware(now, "now")
+        if days <= 0:
+            return False
+        stmt = (
+            select(feedback.c.id)
+            .select_from(issued_cards.join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid))
+            .where(
+                issued_cards.c.patient_key == patient_key,
+                issued_cards.c.verdict == verdict,
+                feedback.c.outcome == "overridden",
+                feedback.c.outcome_timestamp >= now - timedelta(days=days),
+                feedback.c.outcome_timestamp <= now + CLOCK_SKEW,
+            )
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def feedback_for(self, card_uuid: str) -> list[Feedback]:
+        """Every stored feedback item for one card, oldest outcome first (for audits and reports)."""
+        stmt = (
+            select(feedback)
+            .where(feedback.c.card_uuid == canonical_uuid(card_uuid))
+            .order_by(feedback.c.outcome_timestamp, feedback.c.id)
+        )
+        with self._engine.connect() as conn:
+            return [_feedback_item(row._mapping) for row in conn.execute(stmt)]
+
+    def feedback_count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(feedback)).scalar_one())
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _feedback_row(item: Feedback, received_at: datetime) -> dict[str, Any]:
+    if item.outcome not in ("accepted", "overridden"):
+        raise ValueError('feedback outcome must be "accepted" or "overridden"')
+    return {
+        "card_uuid": canonical_uuid(item.card_uuid),
+        "outcome": item.outcome,
+        "outcome_timestamp": require_aware(item.outcome_timestamp, "outcome_timestamp"),
+        "accepted_suggestions": json.dumps(list(item.accepted_suggestions)),
+        "override_reason_system": item.override_reason_system,
+        "override_reason_code": item.override_reason_code,
+        "user_comment": item.user_comment,
+        "received_at": received_at,
+    }
+
+
+def _feedback_item(row: Any) -> Feedback:
+    return Feedback(
+        card_uuid=row["card_uuid"],
+        outcome=row["outcome"],
+        outcome_timestamp=row["outcome_timestamp"],
+        accepted_suggestions=tuple(json.loads(row["accepted_suggestions"])),
+        override_reason_code=row["override_reason_code"],
+        override_reason_system=row["override_reason_system"],
+        user_comment=row["user_comment"],
+    )
