@@ -151,3 +151,15 @@ def test_same_patient_listed_twice_is_one_patient(tmp_path: Path) -> None:
 def test_patient_id_that_is_not_a_fhir_id_is_refused_before_any_request() -> None:
     code, out, err = run("evaluate", "--fhir-server", "http://127.0.0.1:9/fhir", "--patient", "../metadata")
     assert code == 2 and out == "" and "not a FHIR id" in err
+
+
+def test_card_suggests_ordering_only_the_panels_whose_labs_are_missing_or_stale(tmp_path: Path) -> None:
+    # CBC analytes present and recent; chemistry absent → only the metabolic panel is suggested
+    bundle = fhir.bundle([fhir.patient("p1"), asps(), lab("751-8", 3.0, "K/uL"), lab("777-3", 200, "K/uL"),
+                          lab("718-7", 12.0, "g/dL", ucum="g/dL")])
+    code, out, _ = run("evaluate", str(write(tmp_path, bundle)), "--as-of", "2026-11-21", "--format", "card")
+    assert code == 0
+    card = json.loads(out)["cards"][0]
+    orders = next(s for s in card["suggestions"] if s["label"] == "Order missing labs")
+    codes = [a["resource"]["code"]["coding"][0]["code"] for a in orders["actions"]]
+    assert codes == ["24323-8"]

@@ -44,7 +44,8 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
     stale, unconvertible unit)."""
     missing = facts.missing("Observation")
     if missing:
-        return CriterionResult(cid, "unknown", requirement, note=f"data could not be obtained ({missing})")
+        return CriterionResult(cid, "unknown", requirement, note=f"data could not be obtained ({missing})",
+                               missing="unavailable")
     sel: Selection = facts.observations.latest(input_id, window_days)
     what = label(input_id)
     m = sel.chosen
@@ -55,6 +56,7 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
             observed=stale.dated if stale else None,
             evidence=[stale.ref] if stale and stale.ref else [],
             note=sel.absence(what, window_days),
+            missing="stale" if stale else "absent",
         )
     if m.unit_error or m.value is None:
         why = m.unit_error or "the value is not a quantity"

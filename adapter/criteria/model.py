@@ -26,6 +26,9 @@ class CriterionResult:
     observed: str | None = None
     evidence: list[str] = field(default_factory=list)
     note: str | None = None
+    # why a value is missing, for what the card suggests (not part of the JSON contract):
+    # "absent" or "stale" (order the test) vs "unavailable" (the FHIR server failed: ordering would be wrong)
+    missing: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "status": self.status, "requirement": self.requirement}

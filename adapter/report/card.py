@@ -82,7 +82,8 @@ def _referral(report: EligibilityReport) -> dict[str, Any]:
 
 def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
     lab_inputs: dict[str, str] = report.trial.card["lab_inputs"]
-    missing = {lab_inputs[c.id] for c in report.criteria if c.id in lab_inputs and c.status == "unknown"}
+    missing = {lab_inputs[c.id] for c in report.criteria
+               if c.id in lab_inputs and c.status == "unknown" and c.missing in ("absent", "stale")}
     panels = [p for p in observations().panels if missing & set(p.covers)]
     if not panels:
         return None
