@@ -1,0 +1,173 @@
+"""CDS Hooks 2.0 authentication: the EHR's signed JWT on every call.
+
+Checks run in the specification's order — `iss` on the allow-list, `aud` equal to the URL called,
+`exp`, `iat` (small clock skew), `tenant`, the signature by `kid` from the issuer's key set (a `jku`
+only if allow-listed; asymmetric algorithms only), `jti` not replayed within an hour — and any failure
+is a bare 401. The reason is logged (never the token); the caller learns nothing from the response.
+Key sets are fetched with httpx, cached, and refetched on an unknown `kid` at most once per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+log = logging.getLogger("axiom_cds.auth")
+
+DEFAULT_ALGORITHMS = ("ES384", "RS384")
+OPTIONAL_ALGORITHMS = ("ES256", "RS256")
+REPLAY_WINDOW = timedelta(hours=1)
+
+
+class AuthError(Exception):
+    """Authentication failed; the message is for the log, never for the response."""
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    iss: str
+    jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None  # an inline key set, instead of or besides jwks_url
+    allowed_jku: tuple[str, ...] = ()
+    tenant: str | None = None
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+
+    def __post_init__(self) -> None:
+        unsafe = [a for a in self.algorithms if a not in (*DEFAULT_ALGORITHMS, *OPTIONAL_ALGORITHMS)]
+        if unsafe:
+            raise ValueError(f"issuer {self.iss}: algorithms {unsafe} are not allowed (none and HMAC never are)")
+        if not self.jwks_url and not self.jwks and not self.allowed_jku:
+            raise ValueError(f"issuer {self.iss}: give a jwks_url, an inline jwks, or allowed_jku")
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fetched_at: float = 0.0
+
+
+class KeySets:
+    """JWKS by URL, cached; an unknown kid refetches, but not more often than `min_refresh_s`."""
+
+    def __init__(self, http: httpx.AsyncClient, ttl_s: float = 3600, min_refresh_s: float = 60) -> None:
+        self._http = http
+        self._ttl = ttl_s
+        self._min_refresh = min_refresh_s
+        self._sets: dict[str, _KeySet] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _needs_fetch(self, entry: _KeySet | None, kid: str) -> bool:
+        if entry is None:
+            return True
+        age = time.monotonic() - entry.fetched_at
+        return age > self._ttl or (kid not in entry.keys and age > self._min_refresh)
+
+    async def key(self, url: str, kid: str) -> dict[str, Any]:
+        if self._needs_fetch(self._sets.get(url), kid):
+            async with self._locks.setdefault(url, asyncio.Lock()):
+                if self._needs_fetch(self._sets.get(url), kid):  # another request may have just fetched
+                    await self._fetch(url)
+        entry = self._sets.get(url)
+        if entry is None or kid not in entry.keys:
+            raise AuthError(f"unknown kid {kid!r} at {url}")
+        return entry.keys[kid]
+
+    async def _fetch(self, url: str) -> None:
+        try:
+            response = await self._http.get(url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise AuthError(f"cannot fetch the key set {url} ({type(exc).__name__})") from None
+        self._sets[url] = _KeySet(keys=keys_by_kid(body), fetched_at=time.monotonic())
+
+
+def keys_by_kid(jwks: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise AuthError("key set is not a JWKS")
+    return {str(k["kid"]): k for k in jwks["keys"] if isinstance(k, dict) and "kid" in k}
+
+
+ReplayCheck = Callable[[str, str, datetime], Awaitable[bool]]  # (iss, jti, expires) → True when new
+
+
+class Authenticator:
+    def __init__(self, issuers: list[TrustedIssuer], key_sets: KeySets, is_new_jti: ReplayCheck,
+                 clock_skew_s: int = 60) -> None:
+        self._issuers = {i.iss: i for i in issuers}
+        self._key_sets = key_sets
+        self._is_new_jti = is_new_jti
+        self._skew = clock_skew_s
+
+    async def verify(self, authorization: str | None, url_called: str) -> dict[str, Any]:
+        """The verified claims, or AuthError."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthError("no bearer token")
+        token = authorization.removeprefix("Bearer ").strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"not a JWT ({type(exc).__name__})") from None
+        now = time.time()
+        issuer = self._issuers.get(str(claims.get("iss")))
+        if issuer is None:
+            raise AuthError("issuer not trusted")
+        aud = claims.get("aud")
+        if url_called.rstrip("/") not in [str(a).rstrip("/") for a in (aud if isinstance(aud, list) else [aud])]:
+            raise AuthError("aud is not the URL called")
+        if not isinstance(claims.get("exp"), int | float) or claims["exp"] < now - self._skew:
+            raise AuthError("expired or no exp")
+        if not isinstance(claims.get("iat"), int | float) or claims["iat"] > now + self._skew:
+            raise AuthError("iat missing or in the future")
+        if issuer.tenant is not None and claims.get("tenant") != issuer.tenant:
+            raise AuthError("tenant does not match")
+        key = await self._key(issuer, header)
+        alg = str(header.get("alg"))
+        try:
+            verified: dict[str, Any] = jwt.decode(
+                token, PyJWK(key, algorithm=alg).key, algorithms=[alg], audience=aud, issuer=issuer.iss,
+                leeway=self._skew, options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise AuthError(f"signature or claims invalid ({type(exc).__name__})") from None
+        jti = verified.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise AuthError("no jti")
+        expires = datetime.fromtimestamp(max(float(verified["exp"]), now), UTC) + REPLAY_WINDOW
+        if not await self._is_new_jti(issuer.iss, jti, expires):
+            raise AuthError("jti replayed")
+        return verified
+
+    async def _key(self, issuer: TrustedIssuer, header: dict[str, Any]) -> dict[str, Any]:
+        alg = header.get("alg")
+        if alg not in issuer.algorithms:
+            raise AuthError(f"algorithm {alg!r} not allowed for this issuer")
+        if header.get("typ") not in (None, "JWT"):
+            raise AuthError("typ is not JWT")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise AuthError("no kid")
+        jku = header.get("jku")
+        if jku is not None and jku not in issuer.allowed_jku:
+            raise AuthError("jku not allow-listed")
+        inline = keys_by_kid(issuer.jwks) if issuer.jwks is not None else {}
+        if kid in inline:  # a configured copy of the key set: no network call
+            key = inline[kid]
+        elif jku is not None:
+            key = await self._key_sets.key(str(jku), kid)
+        elif issuer.jwks_url is not None:
+            key = await self._key_sets.key(issuer.jwks_url, kid)
+        else:
+            raise AuthError(f"unknown kid {kid!r}")
+        if key.get("alg") not in (None, alg):
+            raise AuthError("key is for another algorithm")
+        return key
