@@ -140,6 +140,33 @@ def serve(
                 workers=settings.workers, log_level=settings.log_level.lower(), access_log=False)
 
 
+@app.command()
+def sandbox(
+    fhir_port: Annotated[int | None, typer.Option("--fhir-port", help="FHIR server port (default 8090; "
+                                                  "with --check a free one)", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="CDS Hooks service port (default 8080; with "
+                                             "--check a free one)", show_default=False)] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluation date YYYY-MM-DD (default: today)")]
+    = None,
+    directory: Annotated[Path, typer.Option("--dir", help="Where the FHIR data, hook bodies and feedback go")]
+    = Path(".sandbox"),
+    check: Annotated[bool, typer.Option("--check", help="Run two example hooks, verify their verdicts, stop "
+                                        "(exit 1 if a card is unexpected)")] = False,
+    keep_data: Annotated[bool, typer.Option("--keep-data", help="Reuse the FHIR server's data from the last "
+                                            "run (patients you added stay); default: start empty")] = False,
+) -> None:
+    """Local sandbox: a FHIR server with the demo patients plus this service, on 127.0.0.1."""
+    from .fhir_sandbox import FhirSandboxError  # noqa: PLC0415 (the web app loads only when serving)
+    from .sandbox import SandboxError, SandboxOptions, run_sandbox  # noqa: PLC0415
+
+    options = SandboxOptions(directory, parse_as_of(as_of), fhir_port, port, check, keep_data)
+    try:
+        status = run_sandbox(options, typer.echo)
+    except (SandboxError, FhirSandboxError) as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(status)
+
+
 def main() -> None:
     app()
 

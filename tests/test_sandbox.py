@@ -1,0 +1,47 @@
+"""`axiom-cds sandbox --check` (what `make demo` runs): real servers, real hooks, the designed verdicts.
+
+Run as a subprocess, exactly as a newcomer runs it, so start-up, signal handling and shutdown of both
+servers are part of what is tested; the hooks carry only `fhirServer`, so the FHIR fallback is too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapter.fhir_sandbox import free_port
+
+pytestmark = pytest.mark.fhir_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sandbox_check_shows_the_expected_cards(tmp_path: Path) -> None:
+    fhir_port, port = free_port(), free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "adapter.cli", "sandbox", "--check", "--dir", str(tmp_path), "--as-of", "2026-11-21",
+         "--fhir-port", str(fhir_port), "--port", str(port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert f"http://127.0.0.1:{port}/cds-services" in out
+    assert f"http://127.0.0.1:{fhir_port}/fhir" in out
+    lines = out.splitlines()
+
+    def card_after(patient: str, designed: str) -> str:
+        start = lines.index(f"  Patient/{patient} (designed: {designed})")
+        return "\n".join(lines[start + 1:start + 4])
+
+    eligible = card_after("scn-asps-likely-eligible", "likely-eligible")
+    assert 'card: "AXIOM trial (NCT05333458): likely eligible, ASPS cohort"' in eligible
+    assert "[OK]" in eligible and "not met:" not in eligible
+    low = card_after("scn-asps-low-platelets-not-eligible", "not-eligible")
+    assert 'card: "AXIOM trial (NCT05333458): not eligible (platelets)"' in low
+    assert "not met: platelets: 85 K/uL" in low and ">= 100,000 /uL" in low
+    assert "sandbox check passed" in out
+    # the hook bodies it used are left for curl, and carry fhirServer without prefetch
+    body = (tmp_path / "check" / "hooks" / "asps-likely-eligible.json").read_text()
+    assert f'"fhirServer": "http://127.0.0.1:{fhir_port}/fhir"' in body and "prefetch" not in body
