@@ -31,7 +31,7 @@ from .report.text import render
 from .synth.generator import write_bundles
 from .tables import trial as load_trial
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="AXIOM (NCT05333458) trial eligibility from FHIR R4 data.")
 
 

@@ -84,8 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="AXIOM eligibility CDS Hooks service", version=__version__, lifespan=lifespan,
                   description="CDS Hooks 2.0 service: AXIOM (NCT05333458) trial eligibility on patient-view.")
+    # Browsers (the CDS Hooks sandbox) call directly; Chrome adds a Private Network Access preflight when
+    # an https page calls a service on 127.0.0.1.
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
-                       allow_headers=["Authorization", "Content-Type"], max_age=600)
+                       allow_headers=["Authorization", "Content-Type"], allow_private_network=True, max_age=600)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:

@@ -59,16 +59,24 @@ class SessionClient(AsyncFHIRClient):
 
 
 def same_server(link: str, base_url: str) -> bool:
-    """Does `link` point under `base_url` (same scheme, host, port, and base path)?"""
+    """Does `link` point at or under `base_url` (same scheme, host, port, and base path)?
+
+    HAPI pages with `{base}?_getpages=…`, others with `{base}/Observation?…`; both qualify.
+    """
     try:
         target, base = URL(link), URL(base_url)
     except ValueError:
         return False
     if not target.is_absolute():
         return False
-    base_path = base.path.rstrip("/") + "/"
+    base_path = base.path.rstrip("/")
     return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port) and \
-        target.path.startswith(base_path)
+        (target.path.rstrip("/") == base_path or target.path.startswith(base_path + "/"))
+
+
+def absolute_link(link: str, base_url: str) -> str:
+    """A relative `next` link, resolved against the server's base."""
+    return link if "://" in link else str(URL(base_url.rstrip("/") + "/").join(URL(link)))
 
 
 def next_link(bundle: Any) -> str | None:
@@ -91,6 +99,7 @@ async def collect_pages(client: SessionClient | None, page: Any, label: str) -> 
             return entries
         if client is None:
             raise FhirServerError(f"the {label} results are paged and there is no FHIR server to page through")
+        nxt = absolute_link(nxt, client.url)
         if nxt in seen:
             raise FhirServerError(f"the FHIR server repeated a next link in the {label} search")
         if not same_server(nxt, client.url):

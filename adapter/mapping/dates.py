@@ -9,14 +9,19 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import date
+from functools import lru_cache
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 
 def date_range(text: object) -> tuple[date, date] | None:
     """Earliest and latest calendar day a FHIR date/dateTime can mean; None if unreadable."""
-    if not isinstance(text, str):
-        return None
+    return _date_range(text) if isinstance(text, str) else None
+
+
+@lru_cache(maxsize=8192)
+def _date_range(text: str) -> tuple[date, date] | None:
+    """Cached: the results of one blood draw share their effective time."""
     m = _DATE.match(text.strip())
     if not m:
         return None

@@ -210,10 +210,19 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
                        uln=uln, uln_original=uln_original, unit_error=uln_error)
 
 
+# The elements the criteria read. Validation covers exactly these: narrative, performer, notes and
+# extensions are not used, and validating them would cost most of the evaluation's time.
+READ_ELEMENTS = frozenset({
+    "resourceType", "id", "status", "code", "subject", "effectiveDateTime", "effectivePeriod",
+    "effectiveInstant", "valueQuantity", "valueCodeableConcept", "valueInteger", "dataAbsentReason",
+    "referenceRange", "component", "method",
+})
+
+
 def valid_fhir(entry: Entry) -> str | None:
-    """None when the resource is valid R4; else a one-line reason."""
+    """None when the elements we read are valid R4 (fhir.resources R4B model); else a one-line reason."""
     try:
-        Observation.model_validate(entry.resource)
+        Observation.model_validate({k: v for k, v in entry.resource.items() if k in READ_ELEMENTS})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -224,12 +233,23 @@ def valid_fhir(entry: Entry) -> str | None:
 # --------------------------------------------------------------------------- selection
 
 
+@dataclass(frozen=True)
+class Indexed:
+    """An Observation of an input, with its date read once."""
+
+    entry: Entry
+    code: tables.ObservationCode
+    when: tuple[date, date] | None
+    when_text: str | None
+
+
 @dataclass
 class ObservationIndex:
     """Observations of one patient grouped by input, with the evaluation date."""
 
     as_of: date
-    by_input: dict[str, list[tuple[Entry, tables.ObservationCode]]]
+    by_input: dict[str, list[Indexed]]
+    _valid: dict[int, str | None] = field(default_factory=dict)
 
     @classmethod
     def build(cls, entries: list[Entry], as_of: date, lookback_days: int) -> ObservationIndex:
@@ -238,27 +258,34 @@ class ObservationIndex:
         same answer for the same patient. History inputs (disease status, staging) keep everything."""
         table = tables.observations()
         floor = as_of - timedelta(days=lookback_days)
-        by_input: dict[str, list[tuple[Entry, tables.ObservationCode]]] = {}
+        by_input: dict[str, list[Indexed]] = {}
         for entry in entries:
             code = entry.resource.get("code")
             for c in (code.get("coding") or ()) if isinstance(code, dict) else ():
                 if isinstance(c, dict) and c.get("system") == table.system and c.get("code") in table.by_code:
                     obs_code = table.by_code[c["code"]]
-                    if not table.inputs[obs_code.input].history:
-                        when = date_range(effective_text(entry.resource))
-                        if when is None or when[1] < floor:
-                            break
-                    by_input.setdefault(obs_code.input, []).append((entry, obs_code))
+                    when_text = effective_text(entry.resource)
+                    when = date_range(when_text)
+                    if not table.inputs[obs_code.input].history and (when is None or when[1] < floor):
+                        break
+                    by_input.setdefault(obs_code.input, []).append(Indexed(entry, obs_code, when, when_text))
                     break
         return cls(as_of, by_input)
+
+    def invalid(self, entry: Entry) -> str | None:
+        """Why the resource is not valid FHIR R4 (validated once per evaluation), else None."""
+        key = id(entry)
+        if key not in self._valid:
+            self._valid[key] = valid_fhir(entry)
+        return self._valid[key]
 
     def _candidates(self, input_id: str, notes: list[str]) -> list[tuple[tuple[date, date], str, Entry,
                                                                          tables.ObservationCode]]:
         """Dated, countable Observations on or before the evaluation date, newest first."""
         out = []
         skipped: dict[str, int] = {}
-        for entry, obs_code in self.by_input.get(input_id, ()):
-            r = entry.resource
+        for item in self.by_input.get(input_id, ()):
+            r = item.entry.resource
             status = r.get("status")
             if status not in COUNTED_STATUS:
                 skipped[f"status {status}"] = skipped.get(f"status {status}", 0) + 1
@@ -266,16 +293,14 @@ class ObservationIndex:
             if r.get("dataAbsentReason") is not None:
                 skipped["data absent"] = skipped.get("data absent", 0) + 1
                 continue
-            when_str = effective_text(r)
-            when = date_range(when_str)
-            if when is None or when_str is None:
+            if item.when is None or item.when_text is None:
                 skipped["undated"] = skipped.get("undated", 0) + 1
                 continue
-            if when[1] > self.as_of:
+            if item.when[1] > self.as_of:
                 skipped["dated after the evaluation date"] = skipped.get("dated after the evaluation date",
                                                                            0) + 1
                 continue
-            out.append((when, when_str, entry, obs_code))
+            out.append((item.when, item.when_text, item.entry, item.code))
         out.sort(key=lambda item: (item[0][1], item[0][0]), reverse=True)
         if skipped:
             notes.append("ignored: " + ", ".join(f"{n} ({why})" for why, n in sorted(skipped.items())))
@@ -287,12 +312,12 @@ class ObservationIndex:
         floor = self.as_of - timedelta(days=window_days)
         for when, when_str, entry, obs_code in self._candidates(input_id, sel.notes):
             if when[0] < floor:
-                if sel.stale is None and valid_fhir(entry) is None:
+                if sel.stale is None and self.invalid(entry) is None:
                     sel.stale = measure(entry, obs_code, when, when_str)
                 if sel.stale is not None:
                     break
                 continue
-            invalid = valid_fhir(entry)
+            invalid = self.invalid(entry)
             if invalid:
                 sel.notes.append(invalid)
                 continue
@@ -309,7 +334,7 @@ class ObservationIndex:
         floor = self.as_of - timedelta(days=window_days) if window_days is not None else date.min
         out = []
         for when, when_str, entry, obs_code in self._candidates(input_id, []):
-            if when[0] < floor or valid_fhir(entry) is not None:
+            if when[0] < floor or self.invalid(entry) is not None:
                 continue
             m = measure(entry, obs_code, when, when_str)
             if m is not None:

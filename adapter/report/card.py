@@ -112,20 +112,24 @@ def card(report: EligibilityReport) -> dict[str, Any] | None:
     if report.overall == "not-applicable":
         return None
     spec = report.trial.card
-    suggestions = [s for s in (_referral(report), _lab_orders(report)) if s]
-    return {
+    # a not-eligible patient is not referred (the card shows why); missing labs are worth ordering
+    referral = _referral(report) if report.overall != "not-eligible" else None
+    suggestions = [s for s in (referral, _lab_orders(report)) if s]
+    out: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "summary": summary(report),
         "indicator": "info",
         "detail": detail(report),
         "source": {"label": spec["source_label"], "url": report.trial.url, "topic": dict(spec["topic"])},
-        "suggestions": suggestions,
-        "selectionBehavior": "any",
-        "overrideReasons": [{"system": spec["override_system"], "code": r["code"], "display": r["display"]}
-                            for r in spec["override_reasons"]],
-        "links": [{"label": f"{report.trial.short_title} on ClinicalTrials.gov", "url": report.trial.url,
-                   "type": "absolute"}],
     }
+    if suggestions:
+        out["suggestions"] = suggestions
+        out["selectionBehavior"] = "any"
+    out["overrideReasons"] = [{"system": spec["override_system"], "code": r["code"], "display": r["display"]}
+                              for r in spec["override_reasons"]]
+    out["links"] = [{"label": f"{report.trial.short_title} on ClinicalTrials.gov", "url": report.trial.url,
+                     "type": "absolute"}]
+    return out
 
 
 def cards_response(report: EligibilityReport) -> dict[str, Any]:
