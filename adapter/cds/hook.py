@@ -69,7 +69,8 @@ async def patient_view(req: HookRequest, service: Service) -> dict[str, Any]:
                 card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
             cards.append(card)
     log.info("hook hookInstance=%s patient=%s verdict=%s cohort=%s cards=%d suppressed=%s prefetched=%d "
-             "fetched=%d failed=%d fhir_ms=%.0f total_ms=%.0f", req.hook_instance, key, report.overall,
-             report.cohort, len(cards), suppressed, len(stats.prefetched), len(stats.fetched), len(stats.failed),
+             "fetched=%d repaired=%d failed=%d fhir_ms=%.0f total_ms=%.0f", req.hook_instance, key, report.overall,
+             report.cohort, len(cards), suppressed, len(stats.prefetched), len(stats.fetched), len(stats.repaired),
+             len(stats.failed),
              stats.seconds * 1000, (time.perf_counter() - started) * 1000)
     return {"cards": cards}

@@ -42,7 +42,7 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
                  window_days: int) -> CriterionResult | Usable:
     """The value to judge, or the `unknown` result saying why there is none (fetch failed, absent,
     stale, unconvertible unit)."""
-    missing = facts.missing("Observation")
+    missing = facts.missing_inputs(input_id)
     if missing:
         return CriterionResult(cid, "unknown", requirement, note=f"data could not be obtained ({missing})",
                                missing="unavailable")

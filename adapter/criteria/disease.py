@@ -19,7 +19,7 @@ def _cite(fact: ConditionFact) -> str:
 def diagnosis(facts: Facts, trial: Trial) -> tuple[CriterionResult, str | None]:
     """ASPS → cohort asps; other soft tissue sarcoma → safety run-in; bone sarcoma → a person decides."""
     requirement = trial.rule("diagnosis")["text"]
-    missing = facts.missing("Condition")
+    missing = facts.missing_conditions()
     if missing:
         return CriterionResult("diagnosis", "unknown", requirement,
                                note=f"conditions could not be obtained ({missing})"), None
@@ -69,7 +69,7 @@ def advanced_disease(facts: Facts, trial: Trial) -> CriterionResult:
     if staged:
         return CriterionResult("advanced-disease", "met", requirement, observed=staged[0].dated,
                                evidence=[m.ref or "" for m in staged])
-    missing = facts.missing("Condition", "Observation")
+    missing = facts.missing_conditions() or facts.missing_inputs("tnm-distant-metastasis", "stage-group")
     return CriterionResult(
         "advanced-disease", "unknown", requirement,
         note=join(f"data could not be obtained ({missing})" if missing else None,
@@ -83,7 +83,7 @@ def measurable_disease(facts: Facts, trial: Trial) -> CriterionResult:
     thresholds = {k: float(v) for k, v in rule["min_mm"].items()}
     requirement = rule["text"]
     window = trial.window("measurable-disease")
-    missing = facts.missing("Observation")
+    missing = facts.missing_inputs("tumor-size")
     if missing:
         return CriterionResult("measurable-disease", "unknown", requirement,
                                note=f"data could not be obtained ({missing})")
@@ -128,8 +128,7 @@ def prior_ici_progression(facts: Facts, trial: Trial, cohort: str | None) -> Cri
     if cohort not in rule.get("cohorts", []):
         return CriterionResult("prior-ici-progression", "not-applicable", requirement,
                                note="applies to the ASPS cohort only")
-    missing = facts.missing("MedicationStatement", "MedicationRequest", "MedicationAdministration",
-                            "Observation")
+    missing = facts.missing_medications() or facts.missing_inputs("disease-status")
     exposures = facts.exposures
     if not exposures:
         return CriterionResult(

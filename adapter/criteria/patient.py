@@ -40,7 +40,7 @@ def performance_status(facts: Facts, trial: Trial) -> CriterionResult:
     ecog_max, kps_min = float(rule["ecog_max"]), float(rule["karnofsky_min"])
     requirement = f"ECOG <= {fmt(ecog_max)} or Karnofsky >= {fmt(kps_min)}"
     window = trial.window("performance-status")
-    missing = facts.missing("Observation")
+    missing = facts.missing_inputs("ecog", "karnofsky")
     ecog = facts.observations.latest("ecog", window)
     kps = facts.observations.latest("karnofsky", window)
     results: list[tuple[str, bool | None, Measurement]] = []
@@ -100,16 +100,18 @@ def hiv(facts: Facts, trial: Trial) -> CriterionResult:
         if vl is not None and result is False:
             return CriterionResult("hiv", "not-met", requirement, observed=vl.dated, evidence=[vl.ref or ""],
                                    note="HIV-1 RNA detected, with no HIV diagnosis on the problem list")
-        missing = facts.missing("Condition")
+        missing = facts.missing_conditions()
         if missing:
             return CriterionResult("hiv", "unknown", requirement, note=f"conditions could not be obtained "
                                                                        f"({missing})")
         return CriterionResult("hiv", "not-applicable", requirement, note="no HIV infection recorded")
     refs = [c.ref or "" for c in infected]
     if vl is None:
+        missing = facts.missing_inputs("hiv-viral-load")
         return CriterionResult("hiv", "unknown", requirement, evidence=refs,
                                observed=sel.stale.dated if sel.stale else None,
-                               note=sel.absence("HIV-1 viral load", window))
+                               note=f"data could not be obtained ({missing})" if missing
+                               else sel.absence("HIV-1 viral load", window))
     if result is True:
         return CriterionResult("hiv", "met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
                                note="undetectable viral load; confirm the patient is on effective ART")
@@ -161,7 +163,8 @@ def pregnancy_breastfeeding(facts: Facts, trial: Trial) -> CriterionResult:
         return CriterionResult("pregnancy-breastfeeding", "not-met", requirement, observed="; ".join(shown),
                                evidence=[c.ref or "" for c in pregnant] + [m.ref or "" for m in positive],
                                note="pregnancy or breastfeeding documented")
-    missing = facts.missing("Condition", "Observation")
+    missing = facts.missing_conditions() or facts.missing_inputs(
+        "pregnancy-status", "hcg-presence", "hcg-quantitative", "breastfeeding")
     status: Status
     if missing or notes:
         status = "unknown"

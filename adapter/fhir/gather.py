@@ -26,6 +26,7 @@ class GatherStats:
     prefetched: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # prefetched as null / an error / not a Bundle: fetched
     seconds: float = 0.0
 
 
@@ -46,15 +47,17 @@ def _prefetched_patient(value: Any, patient_id: str, notes: list[str]) -> dict[s
     return None
 
 
-def _usable_prefetch(value: Any, key: str, notes: list[str]) -> dict[str, Any] | None:
-    """A prefetched search result we can use, else None (absent, null, an error, not a Bundle)."""
+def _prefetch_problem(value: Any, key: str) -> str:
+    """Why a prefetched value is not a usable search result, in words for the card."""
     if value is None:
-        return None
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        return value
+        return f"'{key}' was not prefetched"
+    if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+        issues: list[Any] = value["issue"] if isinstance(value.get("issue"), list) else []
+        said = next((str(i.get("diagnostics")) for i in issues if isinstance(i, dict) and i.get("diagnostics")),
+                    None)
+        return f"'{key}' came back as an OperationOutcome" + (f" ({said[:120]})" if said else "")
     kind = value.get("resourceType") if isinstance(value, dict) else type(value).__name__
-    notes.append(f"prefetch '{key}' was {kind}, not a Bundle: fetched instead")
-    return None
+    return f"'{key}' came back as {kind}, not a Bundle"
 
 
 async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str, Any] | None,
@@ -73,19 +76,22 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
     elif client is not None:
         jobs[PATIENT_KEY] = read_patient(client, patient_id)
 
-    by_key = {s.key: s for s in plan}
     ready: dict[str, list[Entry]] = {}
     unavailable: dict[str, str] = {}
     for search in plan:
-        bundle = _usable_prefetch(prefetch.get(search.key), search.key, notes)
-        if bundle is not None:
+        value = prefetch.get(search.key)
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
             stats.prefetched.append(search.key)
-            jobs[search.key] = collect_pages(client, bundle, search.key)
-        elif client is not None:
+            jobs[search.key] = collect_pages(client, value, search.key)
+            continue
+        problem = _prefetch_problem(value, search.key)
+        if client is not None:
             stats.fetched.append(search.key)
             jobs[search.key] = search_all(client, search)
+            if value is not None:  # an integration detail for the log, not news for the clinician
+                stats.repaired.append(search.key)
         else:
-            unavailable[search.resource_type] = f"'{search.key}' was not prefetched and there is no FHIR server"
+            unavailable[search.key] = f"{problem} and there is no FHIR server to fetch it from"
 
     results = await _within(jobs, deadline_s)
     for key, result in results.items():
@@ -95,7 +101,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
             patient = result
         elif isinstance(result, BaseException):
             stats.failed.append(key)
-            unavailable[by_key[key].resource_type] = str(_as_server_error(result))
+            unavailable[key] = f"'{key}': {_as_server_error(result)}"
         else:
             ready[key] = result
     if patient is None:

@@ -12,8 +12,11 @@ from datetime import date, timedelta
 
 from ..tables import Trial, observations
 
-MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 PATIENT_KEY = "patient"
+CONDITIONS_KEY = "conditions"
+# (prefetch key, resource type)
+MEDICATION_SEARCHES = (("medicationStatement", "MedicationStatement"), ("medicationRequest", "MedicationRequest"),
+                       ("medicationAdministration", "MedicationAdministration"))
 # Days beyond the longest window that are still read, so a stale value can be shown with its date.
 STALE_MARGIN_DAYS = 2
 # The server's `date=ge` compares instants in the server's zone, the engine reads the local date as
@@ -62,9 +65,9 @@ def searches(patient_id: str, trial: Trial, as_of: date | None) -> list[Search]:
             floor if group != "history" else {}), "_sort": "-date", "_count": PAGE_SIZE})
         for group in ("labs", "performance", "history")
     ]
-    out.append(Search("conditions", "Condition", {"patient": patient_id, "_count": PAGE_SIZE}))
-    out += [Search(t[0].lower() + t[1:], t, {"patient": patient_id, "_include": f"{t}:medication",
-                                             "_count": PAGE_SIZE}) for t in MEDICATION_TYPES]
+    out.append(Search(CONDITIONS_KEY, "Condition", {"patient": patient_id, "_count": PAGE_SIZE}))
+    out += [Search(key, t, {"patient": patient_id, "_include": f"{t}:medication", "_count": PAGE_SIZE})
+            for key, t in MEDICATION_SEARCHES]
     return out
 
 

@@ -49,7 +49,7 @@ class PatientRecord:
     resources: dict[str, list[Entry]] = field(default_factory=dict)
     medications: dict[str, Resource] = field(default_factory=dict)  # Medication by reference key
     dropped: list[str] = field(default_factory=list)
-    unavailable: dict[str, str] = field(default_factory=dict)  # resource type → why it could not be fetched
+    unavailable: dict[str, str] = field(default_factory=dict)  # search key → why it could not be had
 
     def of_type(self, resource_type: str) -> list[Entry]:
         return self.resources.get(resource_type, [])

@@ -51,6 +51,7 @@ def detail(report: EligibilityReport) -> str:
         + (f" — {report.trial.cohorts[report.cohort].title}." if report.cohort else "."),
         "\n".join(rows),
         "**Confirm with the patient (not in the chart):**\n" + "\n".join(checklist),
+        *(["**Data notes:**\n" + "\n".join(f"- {n}" for n in report.data_notes)] if report.data_notes else []),
         f"Trial record version {report.trial.version} ({report.trial.record_source}). "
         f"Evaluated on {report.as_of.isoformat()} from structured chart data; unknown means the chart "
         "does not say, not that the patient fails.",
