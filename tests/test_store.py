@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -187,6 +188,22 @@ def test_threads_sharing_one_store_lose_and_duplicate_nothing(store: Store) -> N
     assert store.feedback_count() == 60 + 8 * 20
 
 
+def test_stores_opened_together_on_a_fresh_file_all_work(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    barrier = threading.Barrier(6)
+
+    def open_and_write(i: int) -> int:
+        barrier.wait(timeout=60)
+        s = Store(url)  # every worker of a multi-process server does this at startup
+        try:
+            return s.add_feedback(feedback_items(10) + feedback_items(5, prefix=i + 1))
+        finally:
+            s.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(open_and_write, range(6))) == 10 + 6 * 5
+
+
 def test_threads_recording_the_same_cards_store_each_once(store: Store) -> None:
     cards = [card(patient=f"pk-{i}") for i in range(30)]
     with ThreadPoolExecutor(6) as pool:
@@ -196,12 +213,12 @@ def test_threads_recording_the_same_cards_store_each_once(store: Store) -> None:
 
 
 def _process_worker(url: str, worker: int, barrier: Any, results: Any) -> None:
-    barrier.wait()  # open the fresh file together: schema creation races too
+    barrier.wait(timeout=120)  # open the fresh file together: schema creation races too
     store = Store(url)
     shared = feedback_items(150)
     mine = feedback_items(50, prefix=worker + 1)
     order = shared + mine if worker == 0 else list(reversed(shared)) + mine
-    barrier.wait()
+    barrier.wait(timeout=120)
     new = 0
     for batch in _batches(order, size=3 + worker):
         new += store.add_feedback(batch)
@@ -213,13 +230,16 @@ def test_two_processes_on_one_file_lose_and_duplicate_nothing(tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_process_worker, args=(url, w, barrier, results)) for w in range(2)]
+    procs = [ctx.Process(target=_process_worker, args=(url, w, barrier, results), daemon=True) for w in range(2)]
     for p in procs:
         p.start()
-    news = [results.get(timeout=300) for _ in procs]
     for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+        p.join(timeout=300)  # a hang guard, not a timing assertion
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    news = [results.get(timeout=10) for _ in procs]
     assert sum(news) == 150 + 2 * 50
     store = Store(url)
     assert store.feedback_count() == 150 + 2 * 50
