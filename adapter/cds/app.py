@@ -22,6 +22,7 @@ from ..fhir.bundle import load_json
 from ..fhir.queries import prefetch_templates
 from ..fhir.sessions import SessionPool
 from ..store import FeedbackError, Store, parse_feedback
+from ..store.writer import BackgroundWriter
 from ..tables import trial as load_trial
 from .hook import Service, patient_view
 from .outcome import operation_outcome
@@ -71,7 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
-        app.state.service = Service(settings, SessionPool(), Store(settings.database_url))
+        store = Store(settings.database_url)
+        app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.record_cards))
         if settings.gc_tuning:
             # parsing a multi-megabyte prefetch allocates enough objects to trigger repeated full
             # collections; freezing start-up objects and raising the threshold halves the latency
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.set_threshold(50_000, 20, 20)
         yield
         await app.state.service.sessions.close()
+        await run_in_threadpool(app.state.service.cards.close)
         await run_in_threadpool(app.state.service.store.close)
 
     app = FastAPI(title="AXIOM eligibility CDS Hooks service", version=__version__, lifespan=lifespan,

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
 from ..engine import evaluate_record
 from ..fhir.client import SessionClient
 from ..fhir.gather import GatherStats, gather_record
@@ -18,6 +16,7 @@ from ..fhir.queries import searches
 from ..fhir.sessions import SessionPool
 from ..report.card import card as make_card
 from ..store import IssuedCard, Store
+from ..store.writer import BackgroundWriter
 from ..tables import trial as load_trial
 from .request import HookRequest
 from .settings import Settings
@@ -32,6 +31,7 @@ class Service:
     settings: Settings
     sessions: SessionPool
     store: Store
+    cards: BackgroundWriter[IssuedCard]
 
     def as_of(self) -> date:
         return self.settings.as_of or datetime.now(UTC).date()
@@ -60,13 +60,12 @@ async def patient_view(req: HookRequest, service: Service) -> dict[str, Any]:
     cards: list[dict[str, Any]] = []
     suppressed = False
     if report.overall != "not-applicable":
-        suppressed = await run_in_threadpool(service.store.suppressed, key, report.overall,
-                                             datetime.now(UTC), settings.suppress_days)
+        # an indexed read; WAL readers do not wait for the writer, so it stays on the loop
+        suppressed = service.store.suppressed(key, report.overall, datetime.now(UTC), settings.suppress_days)
         if not suppressed:
             card = make_card(report)
             assert card is not None
-            await run_in_threadpool(service.store.record_card, IssuedCard(
-                card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
+            service.cards.submit(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
             cards.append(card)
     log.info("hook hookInstance=%s patient=%s verdict=%s cohort=%s cards=%d suppressed=%s prefetched=%d "
              "fetched=%d repaired=%d failed=%d fhir_ms=%.0f total_ms=%.0f", req.hook_instance, key, report.overall,

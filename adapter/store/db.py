@@ -100,6 +100,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _enable_wal(cursor)
+        # WAL + NORMAL: a commit survives the process being killed; no fsync on every commit
+        cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
 

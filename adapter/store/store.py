@@ -29,15 +29,20 @@ class Store:
 
     def record_card(self, card: IssuedCard) -> None:
         """Remember a card we returned; recording the same card_uuid again changes nothing."""
-        row = {
+        self.record_cards([card])
+
+    def record_cards(self, cards: list[IssuedCard]) -> None:
+        """Remember several cards in one transaction (the background writer's batches)."""
+        rows = [{
             "card_uuid": canonical_uuid(card.card_uuid),
             "patient_key": card.patient_key,
             "verdict": card.verdict,
             "trial_version": card.trial_version,
             "issued_at": require_aware(card.issued_at, "issued_at"),
-        }
+        } for card in cards]
         with self._engine.begin() as conn:
-            insert_ignore(conn, issued_cards, row, ["card_uuid"])
+            for row in rows:
+                insert_ignore(conn, issued_cards, row, ["card_uuid"])
 
     def add_feedback(self, items: list[Feedback]) -> int:
         """Store feedback once per (card, outcome, outcome timestamp); return how many items were new.
