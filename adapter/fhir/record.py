@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
@@ -24,9 +24,11 @@ CLINICAL_TYPES = ("Observation", "Condition", "MedicationStatement", "Medication
 KEPT_TYPES = (*CLINICAL_TYPES, "Medication")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A resource and the fullUrl it arrived under (for urn:uuid citations)."""
+class Entry(NamedTuple):
+    """A resource and the fullUrl it arrived under (for urn:uuid citations).
+
+    A tuple, not a dataclass: a record holds thousands and each costs a constructor call.
+    """
 
     resource: Resource
     full_url: str | None = None
@@ -129,6 +131,7 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
     record = PatientRecord(patient=patient, patient_ref=ref)
     foreign = 0
     orphans = 0
+    subject_keys: dict[str, str] = {}  # a record repeats one subject string thousands of times
     for entry in entries:
         resource = entry.resource
         rtype = resource.get("resourceType")
@@ -144,7 +147,10 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
         if subject is None:
             orphans += 1
             continue
-        if reference_key(subject) not in keys:
+        subject_key = subject_keys.get(subject)
+        if subject_key is None:
+            subject_key = subject_keys[subject] = reference_key(subject)
+        if subject_key not in keys:
             foreign += 1
             continue
         record.resources.setdefault(rtype, []).append(entry)

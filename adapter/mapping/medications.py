@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
 from .. import tables
@@ -63,16 +64,22 @@ def _words(concept: Any) -> str:
     return " ".join(parts).lower()
 
 
+@cache
+def _names() -> tuple[re.Pattern[str], dict[str, tables.Drug]]:
+    """One pattern for every ingredient and brand name (whole words), and the drug each name means."""
+    by_name = {name: drug for drug in tables.medications().ici for name in drug.names}
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(by_name, key=len, reverse=True)) + r")\b")
+    return pattern, by_name
+
+
 def _identify(concept: Any) -> tuple[tables.Drug, bool] | None:
     table = tables.medications()
     for system, code in codings(concept):
         if system == table.system and code in table.by_rxnorm:
             return table.by_rxnorm[code], False
-    text = _words(concept)
-    for drug in table.ici:
-        if any(re.search(rf"\b{re.escape(name)}\b", text) for name in drug.names):
-            return drug, True
-    return None
+    pattern, by_name = _names()
+    found = pattern.search(_words(concept))
+    return (by_name[found.group(1)], True) if found else None
 
 
 def _start(resource: dict[str, Any]) -> tuple[date | None, str | None]:

@@ -258,6 +258,7 @@ class ObservationIndex:
         same answer for the same patient. History inputs (disease status, staging) keep everything."""
         table = tables.observations()
         floor = as_of - timedelta(days=lookback_days)
+        floor_text = floor.isoformat()
         by_input: dict[str, list[Indexed]] = {}
         for entry in entries:
             code = entry.resource.get("code")
@@ -265,8 +266,12 @@ class ObservationIndex:
                 if isinstance(c, dict) and c.get("system") == table.system and c.get("code") in table.by_code:
                     obs_code = table.by_code[c["code"]]
                     when_text = effective_text(entry.resource)
+                    windowed = not table.inputs[obs_code.input].history
+                    # ISO dates compare as text: most of a long history is dropped without parsing a date
+                    if windowed and (when_text is None or when_text[:4] < floor_text[:4]):
+                        break
                     when = date_range(when_text)
-                    if not table.inputs[obs_code.input].history and (when is None or when[1] < floor):
+                    if windowed and (when is None or when[1] < floor):
                         break
                     by_input.setdefault(obs_code.input, []).append(Indexed(entry, obs_code, when, when_text))
                     break
