@@ -27,6 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adapter.cli import app as cli_app
+from adapter.fhir.gather import merge_searches
 from adapter.fhir.queries import searches
 from adapter.synth import fhir
 from adapter.tables import trial
@@ -273,9 +274,10 @@ def fhir_paths(requests: list[ProxiedRequest]) -> Counter[str]:
 
 
 def expected_pages(fhir_server: FhirTestServer, pid: str) -> int:
-    """How many pages the service's own searches (with their date floor) take on this server."""
+    """How many pages the service's own searches (with their date floor, labs and performance status
+    merged into one request) take on this server."""
     pages = 0
-    for search in searches(pid, trial(), AS_OF):
+    for search in merge_searches(searches(pid, trial(), AS_OF)):
         response = fhir_server.get(search.resource_type, search.params)
         while True:
             assert response.status_code == 200
@@ -354,7 +356,8 @@ def test_without_prefetch_the_service_fetches_with_the_ehr_token(
     seen = proxy.seen()
     assert seen, "the service did not call the FHIR server"
     assert {r.authorization for r in seen} == {f"Bearer {TOKEN}"}, "a FHIR request went without the EHR's token"
-    plan = searches(pid, trial(), AS_OF)
+    plan = merge_searches(searches(pid, trial(), AS_OF))
+    assert len(plan) == 6  # labs + performance in one request; history, conditions, three medication types
     assert len(seen) == 1 + expected_pages(fhir_server, pid), fhir_paths(seen)  # the Patient read + every page
     assert fhir_paths(seen) >= Counter({f"GET Patient/{pid}": 1, **Counter(f"GET {s.resource_type}" for s in plan)})
     if cli_report(name)["overall"] == "not-applicable":
@@ -381,7 +384,8 @@ def test_partial_prefetch_fetches_only_the_rest(
                                                             token=TOKEN)))
     fetched = fhir_paths(proxy.seen())
     assert f"GET Patient/{pid}" not in fetched and "GET Condition" not in fetched, "prefetched data fetched again"
-    assert fetched == Counter({"GET Observation": 3, "GET MedicationStatement": 1, "GET MedicationRequest": 1,
+    # Observation twice: labs + performance status merged into one request, and history
+    assert fetched == Counter({"GET Observation": 2, "GET MedicationStatement": 1, "GET MedicationRequest": 1,
                                "GET MedicationAdministration": 1})
     assert without_uuids(card) == without_uuids(prefetch_card(http, cds_service, fhir_server, templates, name))
     assert_card_matches_report(card, cli_report(name))

@@ -78,6 +78,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
 
     ready: dict[str, list[Entry]] = {}
     unavailable: dict[str, str] = {}
+    to_fetch: list[Search] = []
     for search in plan:
         value = prefetch.get(search.key)
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
@@ -87,11 +88,14 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
         problem = _prefetch_problem(value, search.key)
         if client is not None:
             stats.fetched.append(search.key)
-            jobs[search.key] = search_all(client, search)
+            to_fetch.append(search)
             if value is not None:  # an integration detail for the log, not news for the clinician
                 stats.repaired.append(search.key)
         else:
             unavailable[search.key] = f"{problem} and there is no FHIR server to fetch it from"
+    if client is not None:
+        for search in merge_searches(to_fetch):
+            jobs[search.key] = search_all(client, search)
 
     results = await _within(jobs, deadline_s)
     for key, result in results.items():
@@ -101,7 +105,8 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
             patient = result
         elif isinstance(result, BaseException):
             stats.failed.append(key)
-            unavailable[key] = f"'{key}': {_as_server_error(result)}"
+            for part in key.split(MERGED):
+                unavailable[part] = f"'{part}': {_as_server_error(result)}"
         else:
             ready[key] = result
     if patient is None:
@@ -112,6 +117,29 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
     record.dropped.extend(notes)
     stats.seconds = time.perf_counter() - started
     return record
+
+
+MERGED = "+"
+
+
+def merge_searches(searches: list[Search]) -> list[Search]:
+    """Searches of one type that differ only in their code list become one request.
+
+    Fewer requests per hook for the EHR's server (labs and performance status share their date floor);
+    the merged search's key names its parts, so a failure is reported for each.
+    """
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Search]] = {}
+    for s in searches:
+        shape = tuple(sorted((k, v) for k, v in s.params.items() if k != "code"))
+        groups.setdefault((s.resource_type, shape), []).append(s)
+    merged = []
+    for group in groups.values():
+        if len(group) == 1 or any("code" not in s.params for s in group):
+            merged.extend(group)
+            continue
+        params = {**group[0].params, "code": ",".join(s.params["code"] for s in group)}
+        merged.append(Search(MERGED.join(s.key for s in group), group[0].resource_type, params))
+    return merged
 
 
 async def _within(jobs: dict[str, Awaitable[Any]], deadline_s: float) -> dict[str, Any]:
