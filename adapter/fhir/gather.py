@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import FhirServerError
 from .client import SessionClient, collect_pages, read_patient, search_all
 from .queries import PATIENT_KEY, Search
-from .record import Entry, PatientRecord, assemble
+from .record import Entry, PatientRecord, assemble, effective_text
 
 
 @dataclass
@@ -83,7 +83,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
         value = prefetch.get(search.key)
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
             stats.prefetched.append(search.key)
-            jobs[search.key] = collect_pages(client, value, search.key)
+            jobs[search.key] = _prefetched(client, value, search)
             continue
         problem = _prefetch_problem(value, search.key)
         if client is not None:
@@ -120,6 +120,18 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
 
 
 MERGED = "+"
+
+
+async def _prefetched(client: SessionClient | None, bundle: dict[str, Any], search: Search) -> list[Entry]:
+    """A prefetched result, held to its search's date floor: prefetch templates cannot carry dates, so
+    an EHR sends the whole history where a fetch would have sent the last year or so."""
+    entries = await collect_pages(client, bundle, search.key)
+    floor = search.params.get("date", "")
+    if not floor.startswith("ge"):
+        return entries
+    since = floor[2:]
+    return [e for e in entries if e.resource.get("resourceType") != "Observation"
+            or (effective_text(e.resource) or "") >= since]
 
 
 def merge_searches(searches: list[Search]) -> list[Search]:

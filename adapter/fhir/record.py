@@ -102,6 +102,19 @@ def _is_mapped_observation(resource: Resource, system: str, by_code: dict[str, A
     )
 
 
+def effective_text(resource: Resource) -> str | None:
+    """When an Observation was true of the patient: effective[x] (a period by its end), as written."""
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        if isinstance(resource.get(key), str):
+            return str(resource[key])
+    period = resource.get("effectivePeriod")
+    if isinstance(period, dict):
+        for key in ("end", "start"):
+            if isinstance(period.get(key), str):
+                return str(period[key])
+    return None  # `issued` is when a result was released, not when the patient was in that state
+
+
 def validate_patient(patient: Resource) -> None:
     try:
         Patient.model_validate(patient)

@@ -17,7 +17,7 @@ from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
 from .. import tables
-from ..fhir.record import Entry
+from ..fhir.record import Entry, effective_text
 from ..interval import Interval
 from ..tables import Coding
 from ..units import UnitError, quantity_factor
@@ -92,18 +92,6 @@ def concept_text(concept: Any) -> str:
         if isinstance(c, dict) and (c.get("display") or c.get("code")):
             return str(c.get("display") or c.get("code"))
     return ""
-
-
-def effective_text(resource: dict[str, Any]) -> str | None:
-    for key in ("effectiveDateTime", "effectiveInstant"):
-        if isinstance(resource.get(key), str):
-            return str(resource[key])
-    period = resource.get("effectivePeriod")
-    if isinstance(period, dict):
-        for key in ("end", "start"):
-            if isinstance(period.get(key), str):
-                return str(period[key])
-    return None  # `issued` is when a result was released, not when the patient was in that state
 
 
 def _number(x: Any) -> float | None:
