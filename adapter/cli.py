@@ -125,17 +125,27 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1]")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept calls without a JWT (local sandbox only)")]
+    = False,
 ) -> None:
     """Run the CDS Hooks service. Configuration: AXIOM_* environment variables or AXIOM_CONFIG=file.yaml."""
     # Options become environment so that every worker process builds the same Settings.
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"AXIOM_{name}"] = str(value)
+    if no_auth:
+        os.environ["AXIOM_AUTH_REQUIRED"] = "false"
     try:
         settings = Settings()
     except ValidationError as exc:
         raise fail(f"configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.auth_required and not settings.trusted_issuers and not settings.trust_presets:
+        raise fail("authentication is required but no trusted issuer is configured (see docs/security.md), "
+                   "or run a local sandbox with --no-auth")
+    if not settings.auth_required:
+        typer.secho("WARNING: authentication is OFF (--no-auth). Local sandbox only — never with real patient "
+                    "data.", err=True, fg="red", bold=True)
     uvicorn.run("adapter.cds.app:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=settings.log_level.lower(), access_log=False)
 

@@ -272,7 +272,8 @@ def _run(opts: SandboxOptions, echo: Echo) -> int:
                 path.write_bytes(orjson.dumps(hook_body(patient_id(by_name[example.scenario]), fhir.base_url),
                                               option=orjson.OPT_INDENT_2))
                 bodies[example.scenario] = path
-            settings = Settings(host="127.0.0.1", port=port, as_of=opts.as_of,
+            # --no-auth: the sandbox's example calls carry no JWT; it listens on 127.0.0.1 only
+            settings = Settings(host="127.0.0.1", port=port, as_of=opts.as_of, auth_required=False,
                                 database_url=f"sqlite:///{db_path.resolve()}")
             with serving(settings, sock):
                 _describe(echo, opts, discovery_url, fhir.base_url, fhir.workdir, db_path, cases)
@@ -304,7 +305,8 @@ def _describe(echo: Echo, opts: SandboxOptions, discovery_url: str, fhir_base: s
     echo(f"AXIOM eligibility CDS Hooks {kind}, evaluation date {opts.as_of.isoformat()}\n")
     echo(f"  CDS Hooks discovery   {discovery_url}")
     echo(f"  FHIR R4 server        {fhir_base}   (sekmet-fhir; data in {fhir_dir / 'data'})")
-    echo(f"  feedback store        {db_path}\n")
+    echo(f"  feedback store        {db_path}")
+    echo("  authentication        OFF (--no-auth): 127.0.0.1 only, synthetic patients only\n")
     echo(f"Demo patients on the FHIR server ({len(cases)}), each designed for one verdict:")
     width = max(len(patient_id(c)) for c in cases)
     for case in cases:

@@ -87,7 +87,7 @@ def serve(kind: str, port: int, db: str) -> None:
     from adapter.cds.app import create_app
     from adapter.cds.settings import Settings
 
-    settings = Settings(as_of=AS_OF, database_url=f"sqlite:///{db}", log_level="WARNING")
+    settings = Settings(as_of=AS_OF, database_url=f"sqlite:///{db}", log_level="WARNING", auth_required=False)
     if kind == "hook":
         app = create_app(settings)  # applies the gc tuning in its lifespan when settings.gc_tuning
     else:

@@ -53,6 +53,7 @@ def service_settings(workdir: Path, **overrides: Any) -> Settings:
         "as_of": AS_OF,
         "gc_tuning": False,  # gc.freeze() in a test process would leak into every later test
         "log_level": "WARNING",
+        "auth_required": False,  # the JWT tests (tests/test_service_auth.py) turn it on
     }
     values.update(overrides)
     return Settings(**values)

@@ -6,10 +6,12 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
+import httpx
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -24,12 +26,20 @@ from ..fhir.sessions import SessionPool
 from ..store import FeedbackError, Store, parse_feedback
 from ..store.writer import BackgroundWriter
 from ..tables import trial as load_trial
+from .auth import Authenticator, AuthError, KeySets, issuers_from_settings
 from .hook import Service, patient_view
+from .issuers import PRESETS
 from .outcome import operation_outcome
 from .request import HOOK, parse_hook_request
 from .settings import Settings
 
 SERVICE_ID = "axiom-eligibility"
+
+
+class UnauthorizedError(Exception):
+    """Raised by the auth dependency; answered with a bare 401."""
+
+
 log = logging.getLogger("axiom_cds")
 
 HOOK_REQUEST_SCHEMA: dict[str, Any] = {
@@ -69,11 +79,26 @@ def discovery(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    issuers = issuers_from_settings(settings.trusted_issuers, settings.trust_presets, PRESETS)
+    if settings.auth_required and not issuers:
+        raise ValueError("authentication is required but no trusted issuer is configured "
+                         "(AXIOM_TRUSTED_ISSUERS / AXIOM_TRUST_PRESETS, or --no-auth for a local sandbox)")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
         store = Store(settings.database_url)
         app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.record_cards))
+        jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+
+        async def is_new_jti(iss: str, jti: str, expires: datetime) -> bool:
+            return bool(await run_in_threadpool(store.remember_jti, iss, jti, expires))
+
+        app.state.auth = Authenticator(issuers, KeySets(jwks_http), is_new_jti, settings.jwt_clock_skew_s) \
+            if settings.auth_required else None
+        if not settings.auth_required:
+            log.warning("AUTHENTICATION IS OFF (--no-auth): any caller can use this service. "
+                        "Only for a local sandbox on 127.0.0.1 — never in front of real patient data.")
         if settings.gc_tuning:
             # parsing a multi-megabyte prefetch allocates enough objects to trigger repeated full
             # collections; freezing start-up objects and raising the threshold halves the latency
@@ -81,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.freeze()
             gc.set_threshold(50_000, 20, 20)
         yield
+        await jwks_http.aclose()
         await app.state.service.sessions.close()
         await run_in_threadpool(app.state.service.cards.close)
         await run_in_threadpool(app.state.service.store.close)
@@ -105,15 +131,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unexpected error (%s)", type(exc).__name__)
         return operation_outcome(500, "internal error; the request was not evaluated")
 
+    async def authenticated(request: Request) -> None:
+        """CDS Hooks 2.0 JWT on every CDS call; any failure is a bare 401 (the reason goes to the log)."""
+        auth: Authenticator | None = request.app.state.auth
+        if auth is None:
+            return
+        called = (settings.public_base_url.rstrip("/") + request.url.path) if settings.public_base_url \
+            else str(request.url.replace(query=None, fragment=None))
+        try:
+            await auth.verify(request.headers.get("authorization"), called)
+        except AuthError as exc:
+            log.info("auth refused path=%s reason=%s", request.url.path, exc)
+            raise UnauthorizedError from None
+
+    @app.exception_handler(UnauthorizedError)
+    async def unauthorized(_: Request, exc: UnauthorizedError) -> Response:
+        return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(authenticated)]
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
         return json_response({"status": "ok", "version": __version__, "trial": load_trial(settings.trial).version})
 
-    @app.get("/cds-services", tags=["cds-hooks"], summary="CDS Hooks discovery")
+    @app.get("/cds-services", tags=["cds-hooks"], summary="CDS Hooks discovery", dependencies=guarded)
     async def services() -> Response:
         return json_response(discovery(settings))
 
     @app.post(f"/cds-services/{SERVICE_ID}", tags=["cds-hooks"], summary="patient-view: AXIOM eligibility card",
+              dependencies=guarded,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": HOOK_REQUEST_SCHEMA}}}})
     async def invoke(request: Request) -> Response:
@@ -130,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return operation_outcome(412, str(exc))
 
     @app.post(f"/cds-services/{SERVICE_ID}/feedback", tags=["cds-hooks"], summary="Card feedback",
+              dependencies=guarded,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"type": "object", "required": ["feedback"]}}}}})
     async def feedback(request: Request) -> Response:

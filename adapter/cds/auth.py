@@ -100,6 +100,17 @@ def keys_by_kid(jwks: Any) -> dict[str, dict[str, Any]]:
 ReplayCheck = Callable[[str, str, datetime], Awaitable[bool]]  # (iss, jti, expires) → True when new
 
 
+def issuers_from_settings(configured: list[Any], presets: list[str],
+                          known_presets: dict[str, TrustedIssuer]) -> list[TrustedIssuer]:
+    """TrustedIssuers from configuration entries (objects with the TrustedIssuer fields) and preset names."""
+    unknown = [p for p in presets if p not in known_presets]
+    if unknown:
+        raise ValueError(f"unknown issuer presets {unknown}; known: {sorted(known_presets)}")
+    return [*(TrustedIssuer(iss=c.iss, jwks_url=c.jwks_url, jwks=c.jwks, allowed_jku=tuple(c.allowed_jku),
+                            tenant=c.tenant, algorithms=tuple(c.algorithms)) for c in configured),
+            *(known_presets[p] for p in presets)]
+
+
 class Authenticator:
     def __init__(self, issuers: list[TrustedIssuer], key_sets: KeySets, is_new_jti: ReplayCheck,
                  clock_skew_s: int = 60) -> None:

@@ -9,12 +9,24 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 SANDBOX_ORIGINS = ["https://sandbox.cds-hooks.org", "http://localhost:8080", "http://127.0.0.1:8080",
                    "http://localhost:3000", "http://127.0.0.1:3000"]
+
+
+class IssuerConfig(BaseModel):
+    """An EHR allowed to call this service (CDS Hooks 2.0 JWT issuer)."""
+
+    iss: str
+    jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None
+    allowed_jku: list[str] = Field(default_factory=list)
+    tenant: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["ES384", "RS384"])
 
 
 class Settings(BaseSettings):
@@ -33,6 +45,10 @@ class Settings(BaseSettings):
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")
     as_of: date | None = Field(None, description="Fixed evaluation date (testing and demos); default today")
+    auth_required: bool = Field(True, description="Verify the EHR's JWT on every call; off only with --no-auth")
+    trusted_issuers: list[IssuerConfig] = Field(default_factory=list)
+    trust_presets: list[str] = Field(default_factory=list, description="e.g. ['cds-hooks-sandbox'] (testing only)")
+    jwt_clock_skew_s: int = 60
     gc_tuning: bool = True
     log_level: str = "INFO"
 

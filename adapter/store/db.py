@@ -95,6 +95,16 @@ feedback = Table(
 )
 
 
+# JWT ids seen, so a replayed token is refused by every worker and replica sharing the database.
+jwt_ids = Table(
+    "jwt_ids",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:

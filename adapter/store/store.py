@@ -11,9 +11,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
-from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, make_engine
+from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, jwt_ids, make_engine
 from .model import Feedback, IssuedCard, canonical_uuid, require_aware
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,23 @@ class Store:
     def feedback_count(self) -> int:
         with self._engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(feedback)).scalar_one())
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """True when this (issuer, jti) is new; False for a replay. Expired ids are purged as we go."""
+        now = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            new = insert_ignore(conn, jwt_ids, {"issuer": issuer, "jti": jti[:255],
+                                                 "expires_at": require_aware(expires_at, "expires_at")},
+                                ["issuer", "jti"])
+            if not new:
+                seen = conn.execute(select(jwt_ids.c.expires_at).where(
+                    (jwt_ids.c.issuer == issuer) & (jwt_ids.c.jti == jti[:255]))).scalar_one_or_none()
+                if seen is not None and seen < now:  # an id outside the replay window may be reused
+                    conn.execute(jwt_ids.update().where((jwt_ids.c.issuer == issuer) & (jwt_ids.c.jti == jti[:255]))
+                                 .values(expires_at=require_aware(expires_at, "expires_at")))
+                    new = True
+            conn.execute(delete(jwt_ids).where(jwt_ids.c.expires_at < now - timedelta(hours=1)))
+        return new
 
     def close(self) -> None:
         self._engine.dispose()
