@@ -6,10 +6,10 @@ Bad input never produces a traceback: one line on stderr, exit status 2.
 from __future__ import annotations
 
 import asyncio
-import logging
+import csv
 import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -26,8 +26,10 @@ from .engine import evaluate_bundle, evaluate_record
 from .errors import FhirServerError, InputError
 from .fhir.bundle import read_bytes
 from .fhir.server import fetch_record
+from .logs import configure as configure_logging
 from .report.card import cards_response
 from .report.text import render
+from .store import Store
 from .synth.generator import write_bundles
 from .tables import trial as load_trial
 
@@ -106,6 +108,43 @@ def demo(
     typer.echo(run_demo(out, parse_as_of(as_of)))
 
 
+audit_app = typer.Typer(help="The audit trail: one row per evaluation.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("export")
+def audit_export(
+    database_url: Annotated[str | None, typer.Option(help="Database [default: AXIOM_DATABASE_URL]")] = None,
+    since: Annotated[str | None, typer.Option(help="Only evaluations on or after this date/time (ISO 8601)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+) -> None:
+    """Write the audit rows (who asked, which patient, verdict, criterion statuses, trial version) to stdout."""
+    if fmt not in ("jsonl", "csv"):
+        raise fail("--format must be jsonl or csv")
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise fail(f"--since must be an ISO 8601 date or date-time, got {since!r}") from None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    store = Store(database_url or Settings().database_url)
+    try:
+        rows = store.audit_rows(start)
+        if fmt == "jsonl":
+            for row in rows:
+                typer.echo(orjson.dumps(row).decode())
+        else:
+            writer = None
+            for row in rows:
+                flat = {**row, "statuses": ";".join(f"{k}={v}" for k, v in row["statuses"].items())}
+                if writer is None:
+                    writer = csv.DictWriter(sys.stdout, fieldnames=list(flat))
+                    writer.writeheader()
+                writer.writerow(flat)
+    finally:
+        store.close()
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory to write the Bundles into")],
@@ -139,15 +178,15 @@ def serve(
         settings = Settings()
     except ValidationError as exc:
         raise fail(f"configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_json)
     if settings.auth_required and not settings.trusted_issuers and not settings.trust_presets:
         raise fail("authentication is required but no trusted issuer is configured (see docs/security.md), "
                    "or run a local sandbox with --no-auth")
     if not settings.auth_required:
         typer.secho("WARNING: authentication is OFF (--no-auth). Local sandbox only — never with real patient "
                     "data.", err=True, fg="red", bold=True)
-    uvicorn.run("adapter.cds.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run("adapter.cds.app:served_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False, log_config=None)
 
 
 @app.command()

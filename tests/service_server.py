@@ -65,6 +65,11 @@ class ServiceServer:
 
     base_url: str
     settings: Settings
+    app: Any = None
+
+    def flush_writes(self) -> None:
+        """Wait for the background writer (issued cards, audit rows) to commit what it has."""
+        self.app.state.service.writer.flush()
 
     @property
     def hook_url(self) -> str:
@@ -100,7 +105,8 @@ def running_service(settings: Settings) -> Iterator[ServiceServer]:
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port and we hold it: no race with other processes
     host, port = sock.getsockname()[:2]
     # log_config=None: do not reconfigure the test process's logging
-    config = uvicorn.Config(create_app(settings), lifespan="on", log_config=None, access_log=False,
+    app = create_app(settings)
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
                             log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"cds-service-{port}",
@@ -114,7 +120,7 @@ def running_service(settings: Settings) -> Iterator[ServiceServer]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the CDS service did not start within {START_TIMEOUT_S:g} s")
             time.sleep(0.02)
-        yield ServiceServer(f"http://{host}:{port}", settings)
+        yield ServiceServer(f"http://{host}:{port}", settings, app)
     finally:
         server.should_exit = True  # graceful: runs the lifespan shutdown (sessions, store closed)
         thread.join(STOP_TIMEOUT_S)

@@ -23,12 +23,15 @@ from ..errors import FhirServerError, InputError
 from ..fhir.bundle import load_json
 from ..fhir.queries import prefetch_templates
 from ..fhir.sessions import SessionPool
+from ..logs import configure as configure_logging
+from ..logs import install_request_ids
 from ..store import FeedbackError, Store, parse_feedback
 from ..store.writer import BackgroundWriter
 from ..tables import trial as load_trial
 from .auth import Authenticator, AuthError, KeySets, issuers_from_settings
-from .hook import Service, patient_view
+from .hook import Service, patient_key, patient_view
 from .issuers import PRESETS
+from .middleware import GuardMiddleware
 from .outcome import operation_outcome
 from .request import HOOK, parse_hook_request
 from .settings import Settings
@@ -78,6 +81,7 @@ def discovery(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    install_request_ids()
 
     issuers = issuers_from_settings(settings.trusted_issuers, settings.trust_presets, PRESETS)
     if settings.auth_required and not issuers:
@@ -88,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
         store = Store(settings.database_url)
-        app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.record_cards))
+        app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch))
         jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
 
         async def is_new_jti(iss: str, jti: str, expires: datetime) -> bool:
@@ -108,15 +112,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await jwks_http.aclose()
         await app.state.service.sessions.close()
-        await run_in_threadpool(app.state.service.cards.close)
+        await run_in_threadpool(app.state.service.writer.close)
         await run_in_threadpool(app.state.service.store.close)
 
     app = FastAPI(title="AXIOM eligibility CDS Hooks service", version=__version__, lifespan=lifespan,
                   description="CDS Hooks 2.0 service: AXIOM (NCT05333458) trial eligibility on patient-view.")
     # Browsers (the CDS Hooks sandbox) call directly; Chrome adds a Private Network Access preflight when
     # an https page calls a service on 127.0.0.1.
+    app.add_middleware(GuardMiddleware, max_body_bytes=int(settings.max_request_mb * 2**20))
+    # CORS outermost: preflights are answered before any other check, and errors carry CORS headers
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
-                       allow_headers=["Authorization", "Content-Type"], allow_private_network=True, max_age=600)
+                       allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                       expose_headers=["X-Request-ID"], allow_private_network=True, max_age=600)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
@@ -128,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error (%s)", type(exc).__name__)
+        log.exception("unexpected error", extra={"error": type(exc).__name__})
         return operation_outcome(500, "internal error; the request was not evaluated")
 
     async def authenticated(request: Request) -> None:
@@ -139,10 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         called = (settings.public_base_url.rstrip("/") + request.url.path) if settings.public_base_url \
             else str(request.url.replace(query=None, fragment=None))
         try:
-            await auth.verify(request.headers.get("authorization"), called)
+            claims = await auth.verify(request.headers.get("authorization"), called)
         except AuthError as exc:
-            log.info("auth refused path=%s reason=%s", request.url.path, exc)
+            log.info("auth refused", extra={"path": request.url.path, "reason": str(exc)})
             raise UnauthorizedError from None
+        request.state.issuer = claims.get("iss")
 
     @app.exception_handler(UnauthorizedError)
     async def unauthorized(_: Request, exc: UnauthorizedError) -> Response:
@@ -168,11 +176,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except InputError as exc:
             return operation_outcome(400, str(exc))
         try:
-            return json_response(await patient_view(hook, request.app.state.service))
-        except FhirServerError as exc:
-            log.info("hook hookInstance=%s status=412 reason=%s", hook.hook_instance, exc)
-            return operation_outcome(412, str(exc))
-        except InputError as exc:  # the Patient resource itself was not valid FHIR
+            return json_response(await patient_view(hook, request.app.state.service,
+                                                    getattr(request.state, "issuer", None)))
+        except (FhirServerError, InputError) as exc:  # InputError: the Patient itself was not valid FHIR
+            log.info("hook refused", extra={"hook_instance": hook.hook_instance, "status": 412,
+                                            "patient_hash": patient_key(hook.fhir_server, hook.patient_id),
+                                            "reason": str(exc).replace(hook.patient_id, "[patient]")})
             return operation_outcome(412, str(exc))
 
     @app.post(f"/cds-services/{SERVICE_ID}/feedback", tags=["cds-hooks"], summary="Card feedback",
@@ -185,7 +194,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except (InputError, FeedbackError) as exc:
             return operation_outcome(400, str(exc))
         stored = await run_in_threadpool(request.app.state.service.store.add_feedback, items)
-        log.info("feedback items=%d new=%d", len(items), stored)
+        log.info("feedback stored", extra={"items": len(items), "new": stored})
         return Response(status_code=200)
 
     return app
+
+
+def served_app() -> FastAPI:
+    """uvicorn's factory for `axiom-cds serve`: runs in every worker process, so each configures its own
+    JSON logging from the same environment."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

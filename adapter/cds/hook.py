@@ -15,7 +15,7 @@ from ..fhir.gather import GatherStats, gather_record
 from ..fhir.queries import searches
 from ..fhir.sessions import SessionPool
 from ..report.card import card as make_card
-from ..store import IssuedCard, Store
+from ..store import AuditRow, IssuedCard, Store
 from ..store.writer import BackgroundWriter
 from ..tables import trial as load_trial
 from .request import HookRequest
@@ -31,7 +31,7 @@ class Service:
     settings: Settings
     sessions: SessionPool
     store: Store
-    cards: BackgroundWriter[IssuedCard]
+    writer: BackgroundWriter[IssuedCard | AuditRow]
 
     def as_of(self) -> date:
         return self.settings.as_of or datetime.now(UTC).date()
@@ -42,7 +42,7 @@ def patient_key(fhir_server: str | None, patient_id: str) -> str:
     return hashlib.sha256(f"{fhir_server or '-'}|{patient_id}".encode()).hexdigest()[:32]
 
 
-async def patient_view(req: HookRequest, service: Service) -> dict[str, Any]:
+async def patient_view(req: HookRequest, service: Service, issuer: str | None = None) -> dict[str, Any]:
     """The CDS Hooks response body. Raises FhirServerError (→ 412) when the Patient cannot be had."""
     started = time.perf_counter()
     settings = service.settings
@@ -50,8 +50,12 @@ async def patient_view(req: HookRequest, service: Service) -> dict[str, Any]:
     as_of = service.as_of()
     client = None
     if req.fhir_server is not None:
+        breaker = service.sessions.breaker(req.fhir_server, settings.fhir_breaker_failures,
+                                           settings.fhir_breaker_cooldown_s)
         client = SessionClient(req.fhir_server, service.sessions.get(req.fhir_server), req.access_token,
-                               settings.fhir_request_timeout_s)
+                               settings.fhir_request_timeout_s, retries=settings.fhir_retries, breaker=breaker,
+                               max_response_bytes=int(settings.fhir_max_response_mb * 1024 * 1024),
+                               max_entries_per_page=settings.fhir_max_entries_per_page)
     stats = GatherStats()
     record = await gather_record(req.patient_id, searches(req.patient_id, trial, as_of), req.prefetch, client,
                                  settings.fhir_deadline_s, stats)
@@ -65,11 +69,17 @@ async def patient_view(req: HookRequest, service: Service) -> dict[str, Any]:
         if not suppressed:
             card = make_card(report)
             assert card is not None
-            service.cards.submit(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
+            service.writer.submit(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
             cards.append(card)
-    log.info("hook hookInstance=%s patient=%s verdict=%s cohort=%s cards=%d suppressed=%s prefetched=%d "
-             "fetched=%d repaired=%d failed=%d fhir_ms=%.0f total_ms=%.0f", req.hook_instance, key, report.overall,
-             report.cohort, len(cards), suppressed, len(stats.prefetched), len(stats.fetched), len(stats.repaired),
-             len(stats.failed),
-             stats.seconds * 1000, (time.perf_counter() - started) * 1000)
+    total_ms = round((time.perf_counter() - started) * 1000)
+    service.writer.submit(AuditRow(
+        evaluated_at=datetime.now(UTC), issuer=issuer, hook_instance=req.hook_instance, fhir_server=req.fhir_server,
+        patient_id=req.patient_id, verdict=report.overall, cohort=report.cohort,
+        statuses={c.id: c.status for c in report.criteria}, trial_version=trial.version, as_of=as_of.isoformat(),
+        card_shown=bool(cards), duration_ms=total_ms))
+    log.info("hook evaluated", extra={
+        "hook_instance": req.hook_instance, "patient_hash": key, "verdict": report.overall,
+        "cohort": report.cohort, "cards": len(cards), "suppressed": suppressed,
+        "prefetched": len(stats.prefetched), "fhir_calls": len(stats.fetched), "fhir_repaired": len(stats.repaired),
+        "fhir_failed": len(stats.failed), "fhir_ms": round(stats.seconds * 1000), "total_ms": total_ms})
     return {"cards": cards}

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=lambda: list(SANDBOX_ORIGINS))
     fhir_deadline_s: float = Field(3.0, description="Overall budget for FHIR calls of one hook")
     fhir_request_timeout_s: float = Field(2.5, description="Timeout of one FHIR request")
+    fhir_retries: int = Field(2, ge=0, le=10, description="Retries of a FHIR GET answered 429/503 or reset "
+                                                          "before any byte, while they fit in the deadline")
+    fhir_breaker_failures: int = Field(5, ge=0, description="Consecutive failures (timeouts, connection errors, "
+                                                            "5xx) that stop calls to a FHIR server; 0: never")
+    fhir_breaker_cooldown_s: float = Field(30.0, gt=0, description="How long a failing FHIR server is not called "
+                                                                   "before one trial request")
+    fhir_max_response_mb: float = Field(50.0, gt=0, description="Largest FHIR response body accepted")
+    fhir_max_entries_per_page: int = Field(5000, ge=1, description="Most entries accepted in one page of a search")
     database_url: str = "sqlite:///axiom-cds.db"
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")
@@ -50,6 +58,8 @@ class Settings(BaseSettings):
     trust_presets: list[str] = Field(default_factory=list, description="e.g. ['cds-hooks-sandbox'] (testing only)")
     jwt_clock_skew_s: int = 60
     gc_tuning: bool = True
+    max_request_mb: float = Field(16.0, description="Largest hook request body accepted (413 above)")
+    log_json: bool = Field(True, description="JSON log lines (one object per line)")
     log_level: str = "INFO"
 
     @classmethod

@@ -9,7 +9,14 @@ bearer token must never travel to another host. The token is sent, never logged.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -17,45 +24,203 @@ import orjson
 from fhirpy import AsyncFHIRClient
 from yarl import URL
 
-from ..errors import FhirServerError
+from ..errors import FhirServerError, InputError
+from .breaker import CircuitBreaker, Outcome
 from .bundle import bundle_entries
 from .queries import Search
 from .record import Entry
 
+log = logging.getLogger("axiom_cds.fhir")
+
 MAX_PAGES = 50
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+DEFAULT_RETRIES = 2
+DEFAULT_MAX_RESPONSE_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_ENTRIES_PER_PAGE = 5000  # the searches ask for 1000 a page
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 2.0
+# A retry is only worth sending when this much of the deadline is left after waiting for it.
+RETRY_MARGIN_S = 0.1
+RETRIED_STATUSES = (429, 503)
+MAX_RETRY_WAIT_S = 60.0  # without a deadline (benchmarks), a longer Retry-After is not waited for
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One failed exchange: what the user is told, whether a retry may help, what the breaker records."""
+
+    message: str
+    outcome: Outcome
+    short: str = ""  # for the breaker's message: the status or error, without the server's address
+    retry: bool = False
+    retry_after: float | None = None
+
+
+class _TooLargeError(Exception):
+    pass
 
 
 class SessionClient(AsyncFHIRClient):
-    """fhirpy's async client, sending through a shared aiohttp session and returning plain dicts."""
+    """fhirpy's async client, sending through a shared aiohttp session and returning plain dicts.
 
-    def __init__(self, url: str, session: aiohttp.ClientSession, token: str | None, timeout: float) -> None:
+    Fault handling (one place, so every read, search and page gets it): a GET answered 429 or 503, or
+    whose connection was reset before any byte came back, is retried with exponential backoff and
+    jitter (or after the server's Retry-After), at most `retries` times and only while the retry fits
+    in the hook's deadline; the per-server circuit breaker is asked before every attempt; a body over
+    `max_response_bytes` is refused while reading it, never buffered whole; anything that is not a
+    FHIR JSON resource is a FhirServerError, never an exception for the web layer to turn into a 500.
+    """
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, token: str | None, timeout: float, *,
+                 retries: int = DEFAULT_RETRIES, breaker: CircuitBreaker | None = None,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 max_entries_per_page: int = DEFAULT_MAX_ENTRIES_PER_PAGE, deadline: float | None = None) -> None:
         super().__init__(url, authorization=f"Bearer {token}" if token else None)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.retries = max(0, retries)
+        self.breaker = breaker
+        self.max_response_bytes = max_response_bytes
+        self.max_entries_per_page = max_entries_per_page
+        self.deadline = deadline  # time.monotonic() by which the hook needs its data; None: no limit
+
+    def set_deadline(self, at: float) -> None:
+        """Hold retries to `at` (monotonic); an earlier deadline already set wins."""
+        self.deadline = at if self.deadline is None else min(self.deadline, at)
 
     async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """A FHIR resource (a JSON object with a resourceType) from the server; raises FhirServerError."""
         url = self._build_request_url(path, params)
         what = path if "://" not in path else "a next page"
+        attempt = 0
+        while True:
+            result = await self._attempt(url, what)
+            if not isinstance(result, _Failure):
+                return result
+            if not result.retry or attempt >= self.retries:
+                tries = f" ({attempt + 1} attempts)" if attempt else ""
+                raise FhirServerError(result.message + tries)
+            delay = result.retry_after if result.retry_after is not None else _backoff(attempt)
+            asked = f" (Retry-After {result.retry_after:g} s)" if result.retry_after is not None else ""
+            if self.deadline is not None and time.monotonic() + delay + RETRY_MARGIN_S > self.deadline:
+                raise FhirServerError(f"{result.message}; a retry{asked} would not fit in the hook's deadline")
+            if delay > MAX_RETRY_WAIT_S:
+                raise FhirServerError(f"{result.message}; a retry{asked} is too far away")
+            # the server and the reason only: `what` may hold a patient id
+            log.info("FHIR request retried", extra={"fhir_server": self.url, "attempt": attempt + 2,
+                                                     "reason": result.short, "delay_s": round(delay, 3)})
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, url: str, what: str) -> Any:
+        """One exchange, reported to the breaker: the parsed resource, or a _Failure."""
+        probe = await self.breaker.admit() if self.breaker is not None else False
+        outcome, short = Outcome.NEUTRAL, ""
         try:
-            async with self._session.get(url, headers=self._build_request_headers(),
-                                         timeout=self._timeout) as r:
-                body = await r.read()
+            result = await self._exchange(url, what)
+            outcome, short = (result.outcome, result.short) if isinstance(result, _Failure) else (Outcome.OK, "")
+            return result
+        finally:  # also on cancellation (the hook's deadline): the breaker must hear of every probe
+            if self.breaker is not None:
+                self.breaker.record(outcome, probe, short)
+
+    async def _exchange(self, url: str, what: str) -> Any:
+        answered = False
+        try:
+            async with self._session.get(url, headers=self._build_request_headers(), timeout=self._timeout) as r:
+                answered = True
                 status = r.status
+                if status >= 400:
+                    return _status_failure(status, r.headers.get("Retry-After"), what)
+                body = await self._read_limited(r)
+                content_type = r.headers.get("Content-Type", "")
         except TimeoutError:
-            raise FhirServerError(f"the FHIR server at {self.url} did not answer {what} in time") from None
+            return _Failure(f"the FHIR server at {self.url} did not answer {what} in time", Outcome.FAILED, "timeout")
+        except _TooLargeError:
+            return _Failure(f"the FHIR server sent more than {self.max_response_bytes / 1048576:g} MB for "
+                            f"{what}; refused", Outcome.NEUTRAL)
+        except aiohttp.ClientConnectorError as exc:
+            return _Failure(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})", Outcome.FAILED,
+                            type(exc).__name__)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+            if answered:  # part of the answer came: resending is not known to be safe for the server
+                return _Failure(f"the connection to the FHIR server broke while it was sending {what}",
+                                Outcome.FAILED, "connection broken")
+            # reset before any byte: the server (or a proxy in front of it) dropped the request, safe to resend
+            return _Failure(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})", Outcome.FAILED,
+                            "connection reset", retry=True)
+        except aiohttp.ClientResponseError:
+            return _Failure(f"the FHIR server at {self.url} sent a malformed HTTP response for {what}",
+                            Outcome.FAILED, "malformed HTTP")
         except aiohttp.ClientError as exc:
-            raise FhirServerError(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})") from None
-        if status == 404:
-            raise FhirServerError(f"{what} not found on the FHIR server (404)")
-        if status in (401, 403):
-            raise FhirServerError(f"the FHIR server refused access to {what} ({status})")
-        if status >= 400:
-            raise FhirServerError(f"the FHIR server answered {status} for {what}")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise FhirServerError(f"the FHIR server sent non-JSON for {what}") from None
+            return _Failure(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})", Outcome.FAILED,
+                            type(exc).__name__)
+        return _parse_resource(body, content_type, what)
+
+    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, refused as soon as it passes the limit (declared or while streaming)."""
+        limit = self.max_response_bytes
+        if response.content_length is not None and response.content_length > limit:
+            raise _TooLargeError
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLargeError
+        return bytes(body)
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential, with jitter so that parallel searches refused together do not come back together."""
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt) * random.uniform(0.5, 1.0))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _status_failure(status: int, retry_after: str | None, what: str) -> _Failure:
+    if status == 404:
+        return _Failure(f"{what} not found on the FHIR server (404)", Outcome.OK)
+    if status in (401, 403):
+        return _Failure(f"the FHIR server refused access to {what} ({status})", Outcome.OK)
+    message = f"the FHIR server answered {status} for {what}"
+    if status in RETRIED_STATUSES:
+        # 429 is the server protecting itself, not failing: it does not count towards the breaker
+        return _Failure(message, Outcome.NEUTRAL if status == 429 else Outcome.FAILED, str(status), retry=True,
+                        retry_after=retry_after_seconds(retry_after))
+    return _Failure(message, Outcome.FAILED if status >= 500 else Outcome.OK, str(status))
+
+
+def _parse_resource(body: bytes, content_type: str, what: str) -> Any:
+    """A FHIR resource, or a _Failure saying in words what came instead."""
+    start = body.lstrip()[:14].lower()
+    if "html" in content_type.lower() or start.startswith((b"<!doctype html", b"<html")):
+        return _Failure(f"the FHIR server sent an HTML page, not FHIR JSON, for {what}", Outcome.NEUTRAL)
+    if "xml" in content_type.lower() or start.startswith(b"<"):
+        return _Failure(f"the FHIR server sent XML, not FHIR JSON, for {what}", Outcome.NEUTRAL)
+    if not body.strip():
+        return _Failure(f"the FHIR server sent an empty answer for {what}", Outcome.NEUTRAL)
+    try:
+        resource = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        kind = "truncated JSON" if "unexpected end" in str(exc).lower() else "non-JSON"
+        return _Failure(f"the FHIR server sent {kind} for {what}", Outcome.NEUTRAL)
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return _Failure(f"the FHIR server sent JSON that is not a FHIR resource for {what}", Outcome.NEUTRAL)
+    return resource
 
 
 def same_server(link: str, base_url: str) -> bool:
@@ -86,32 +251,57 @@ def next_link(bundle: Any) -> str | None:
     return None
 
 
-async def collect_pages(client: SessionClient | None, page: Any, label: str) -> list[Entry]:
-    """Entries of a search result and of every page after it (bounded, no repeats, same server)."""
+async def collect_pages(client: SessionClient | None, page: Any, label: str, first_fetched: bool = False
+                        ) -> list[Entry]:
+    """Entries of a search result and of every page after it (bounded, no repeats, same server).
+
+    Pages fetched from the server are held to the client's entries-per-page limit (`first_fetched`: the
+    first page came from the server too, not from the hook's prefetch).
+    """
     entries: list[Entry] = []
     seen: set[str] = set()
-    for _ in range(MAX_PAGES):
+    fetched = first_fetched
+    for pages in range(1, MAX_PAGES + 1):
         if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
             raise FhirServerError(f"the {label} search did not come back as a Bundle")
-        entries.extend(bundle_entries(page)[1])
+        if fetched and client is not None:
+            _check_page_size(page, label, client.max_entries_per_page)
+        try:
+            entries.extend(bundle_entries(page)[1])
+        except InputError as exc:  # the page, not the hook's request, is malformed
+            raise FhirServerError(f"the {label} search came back as a malformed Bundle ({exc})") from None
         nxt = next_link(page)
         if nxt is None:
             return entries
         if client is None:
             raise FhirServerError(f"the {label} results are paged and there is no FHIR server to page through")
-        nxt = absolute_link(nxt, client.url)
+        try:
+            nxt = absolute_link(nxt, client.url)
+        except ValueError:
+            raise FhirServerError(f"the next link of the {label} search is not a URL") from None
         if nxt in seen:
             raise FhirServerError(f"the FHIR server repeated a next link in the {label} search")
         if not same_server(nxt, client.url):
             raise FhirServerError(f"the next link of the {label} search leaves the FHIR server")
+        if pages == MAX_PAGES:  # before fetching a page that would not be read
+            break
         seen.add(nxt)
         page = await client.get_json(nxt)
+        fetched = True
     raise FhirServerError(f"the {label} search has more than {MAX_PAGES} pages")
+
+
+def _check_page_size(page: dict[str, Any], label: str, limit: int) -> None:
+    entries = page.get("entry")
+    if isinstance(entries, list) and len(entries) > limit:
+        raise FhirServerError(f"the FHIR server sent {len(entries)} entries in one page of the {label} search "
+                              f"(more than {limit}); refused")
 
 
 async def search_all(client: SessionClient, search: Search) -> list[Entry]:
     """Every entry of a search, all pages."""
-    return await collect_pages(client, await client.get_json(search.resource_type, search.params), search.key)
+    return await collect_pages(client, await client.get_json(search.resource_type, search.params), search.key,
+                               first_fetched=True)
 
 
 async def read_patient(client: SessionClient, patient_id: str) -> dict[str, Any]:

@@ -69,6 +69,8 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
     prefetch = prefetch or {}
     notes: list[str] = []
     jobs: dict[str, Awaitable[Any]] = {}
+    if client is not None:  # retries must fit in what is left of the budget, not only in their count
+        client.set_deadline(time.monotonic() + deadline_s)
 
     patient = _prefetched_patient(prefetch.get(PATIENT_KEY), patient_id, notes)
     if patient is not None:

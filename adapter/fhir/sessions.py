@@ -2,6 +2,8 @@
 
 A session per request would open new TCP (and TLS) connections on every hook; one per server keeps
 them alive. Tokens differ per request, so they go in each request's headers, never in the session.
+The pool also keeps one circuit breaker per FHIR base URL, so that what one hook learnt about a failing
+server spares the next hooks the wait.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import aiohttp
 from yarl import URL
 
+from .breaker import CircuitBreaker
+
+MAX_BREAKERS = 1024  # fhirServer comes from the (authenticated) caller: bound what is remembered
+
 
 class SessionPool:
     def __init__(self, limit_per_host: int = 32) -> None:
         self._limit = limit_per_host
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
 
     def get(self, base_url: str) -> aiohttp.ClientSession:
         url = URL(base_url)
@@ -24,6 +31,19 @@ class SessionPool:
             session = aiohttp.ClientSession(connector=connector)
             self._sessions[key] = session
         return session
+
+    def breaker(self, base_url: str, failures: int, cooldown_s: float) -> CircuitBreaker:
+        """The circuit breaker of one FHIR base URL, shared by every hook that calls it."""
+        url = URL(base_url)
+        key = f"{url.scheme}://{url.host}:{url.port}{url.path.rstrip('/')}"
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            if len(self._breakers) >= MAX_BREAKERS:  # forget servers with nothing to remember
+                for idle in [k for k, b in self._breakers.items() if b.idle]:
+                    del self._breakers[idle]
+            breaker = self._breakers[key] = CircuitBreaker(base_url.rstrip("/"), failures, cooldown_s)
+        breaker.threshold, breaker.cooldown_s = failures, cooldown_s
+        return breaker
 
     def connection_count(self) -> int:
         """Open TCP connections across servers (for benchmarks and health)."""

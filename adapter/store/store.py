@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from .audit import AuditRow, read_audit, write_audit
 from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, jwt_ids, make_engine
 from .model import Feedback, IssuedCard, canonical_uuid, require_aware
 
@@ -30,6 +32,19 @@ class Store:
     def record_card(self, card: IssuedCard) -> None:
         """Remember a card we returned; recording the same card_uuid again changes nothing."""
         self.record_cards([card])
+
+    def write_batch(self, items: list[IssuedCard | AuditRow]) -> None:
+        """The background writer's batch: issued cards and audit rows."""
+        cards = [i for i in items if isinstance(i, IssuedCard)]
+        rows = [i for i in items if isinstance(i, AuditRow)]
+        if cards:
+            self.record_cards(cards)
+        if rows:
+            write_audit(self._engine, rows)
+
+    def audit_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """The audit trail, oldest first (for `axiom-cds audit export`)."""
+        return read_audit(self._engine, since)
 
     def record_cards(self, cards: list[IssuedCard]) -> None:
         """Remember several cards in one transaction (the background writer's batches)."""

@@ -1,0 +1,140 @@
+"""Privacy (logs and the audit trail) and hostile input at the HTTP boundary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from adapter.cli import app as cli_app
+from adapter.logs import JsonFormatter
+from adapter.synth import fhir
+from adapter.synth.fhir import ICDO3
+from tests.fhir_server import FhirTestServer
+from tests.service_server import ServiceServer, running_service, service_settings
+
+PID = "privacy-p1"
+SUBJECT = f"Patient/{PID}"
+TOKEN = "s3cr3t-ehr-access-token-" + uuid.uuid4().hex
+PLATELETS = 87654  # a value distinctive enough to find in any log line
+
+
+def patient_bundle() -> dict[str, Any]:
+    return fhir.bundle([
+        fhir.patient(PID, "1988-03-04", "female", name="Privacytest"),
+        fhir.condition("privacy-dx", SUBJECT, ICDO3, "9581/3", "Alveolar soft part sarcoma"),
+        fhir.observation("privacy-plt", SUBJECT, "26515-7", "2026-11-14", value=PLATELETS, unit="/uL", ucum="/uL"),
+    ])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
+    with running_service(service_settings(tmp_path_factory.mktemp("privacy"))) as server:
+        yield server
+
+
+def hook(pid: str = PID, **extra: Any) -> dict[str, Any]:
+    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": pid}, **extra}
+
+
+def test_logs_carry_ids_and_verdicts_never_the_token_or_clinical_values(
+        service: ServiceServer, fhir_server: FhirTestServer, caplog: pytest.LogCaptureFixture) -> None:
+    body = hook(fhirServer=fhir_server.base_url,
+                fhirAuthorization={"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                   "scope": "patient/*.read", "subject": "x"})
+    with fhir_server.loaded(patient_bundle()), caplog.at_level(logging.DEBUG):
+        response = httpx.post(service.hook_url, json=body, headers={"X-Request-ID": "req-123"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-123"
+    card = response.json()["cards"][0]
+    assert "not eligible" in card["summary"]  # 87,654 /uL < 100,000: the platelet value did reach the card
+    lines = [JsonFormatter().format(r) for r in caplog.records]
+    text = "\n".join(lines)
+    for secret in (TOKEN, str(PLATELETS), "87,654", PID, "Privacytest", "1988-03-04"):
+        assert secret not in text, f"{secret!r} appeared in the logs"
+    evaluated = [json.loads(line) for line in lines if '"hook evaluated"' in line]
+    assert len(evaluated) == 1
+    event = evaluated[0]
+    assert event["hook_instance"] == body["hookInstance"] and event["verdict"] == "not-eligible"
+    assert event["request_id"] == "req-123"
+    assert len(event["patient_hash"]) == 32 and event["fhir_calls"] >= 1 and "total_ms" in event
+
+
+def test_every_evaluation_leaves_an_audit_row_that_can_be_exported(
+        service: ServiceServer, fhir_server: FhirTestServer) -> None:
+    body = hook(fhirServer=fhir_server.base_url)
+    with fhir_server.loaded(patient_bundle()):
+        assert httpx.post(service.hook_url, json=body).status_code == 200
+    service.flush_writes()
+    result = CliRunner().invoke(cli_app, ["audit", "export", "--database-url", service.settings.database_url])
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    row = next(r for r in rows if r["hook_instance"] == body["hookInstance"])
+    assert row["patient_id"] == PID and row["verdict"] == "not-eligible" and row["cohort"] == "asps"
+    assert row["statuses"]["platelets"] == "not-met" and len(row["statuses"]) == 17
+    assert row["trial_version"] and row["as_of"] == "2026-11-21" and row["card_shown"] is True
+    assert row["issuer"] is None  # authentication is off in this test service
+    csv_out = CliRunner().invoke(cli_app, ["audit", "export", "--database-url", service.settings.database_url,
+                                           "--format", "csv"])
+    assert csv_out.exit_code == 0 and "platelets=not-met" in csv_out.stdout
+
+
+# ------------------------------------------------------------------ hostile input
+
+@pytest.mark.parametrize(("content", "headers", "status"), [
+    (b"{}", {"Content-Type": "text/plain"}, 415),
+    (b"hook=patient-view", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    (b"\xff\xfe\xfd not utf-8", {"Content-Type": "application/json"}, 400),
+    (b"[" * 5000 + b"]" * 5000, {"Content-Type": "application/json"}, 400),
+    (b'{"hook": "patient-view"', {"Content-Type": "application/json"}, 400),
+    (b'"just a string"', {"Content-Type": "application/json; charset=utf-8"}, 400),
+    (b'{"hook": "patient-view", "hookInstance": "' + b"x" * 100 + b'"}', {"Content-Type": "application/fhir+json"},
+     400),
+])
+def test_hostile_bodies_get_a_clear_4xx_with_an_operation_outcome(
+        service: ServiceServer, content: bytes, headers: dict[str, str], status: int) -> None:
+    response = httpx.post(service.hook_url, content=content, headers=headers)
+    assert response.status_code == status
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_request_over_the_size_limit_is_413_even_when_chunked(tmp_path: Path) -> None:
+    with running_service(service_settings(tmp_path, max_request_mb=0.01)) as server:
+        big = orjson.dumps(hook(prefetch={"labs": {"resourceType": "Bundle", "entry": [{"x": "y" * 20_000}]}}))
+        declared = httpx.post(server.hook_url, content=big, headers={"Content-Type": "application/json"})
+        assert declared.status_code == 413
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(0, len(big), 1000):
+                yield big[i:i + 1000]
+        chunked = httpx.post(server.hook_url, content=chunks(), headers={"Content-Type": "application/json"})
+        assert chunked.status_code == 413
+        assert chunked.json()["resourceType"] == "OperationOutcome"
+
+
+def test_prefetch_of_the_wrong_types_or_another_patient_is_not_used(service: ServiceServer) -> None:
+    other = fhir.observation("x-plt", "Patient/someone-else", "26515-7", "2026-11-14", value=20000, unit="/uL")
+    encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": SUBJECT}}
+    bundle = patient_bundle()
+    prefetch = {
+        "patient": bundle["entry"][0]["resource"],
+        "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [bundle["entry"][1]]},
+        "labs": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": other},
+                                                                            {"resource": encounter}]},
+        "performance": {"resourceType": "Patient", "id": PID},  # the wrong resource type altogether
+    }
+    response = httpx.post(service.hook_url, json=hook(prefetch=prefetch))
+    assert response.status_code == 200
+    card = response.json()["cards"][0]
+    # the other patient's 20,000 /uL is not this patient's platelet count
+    assert "| platelets |" in card["detail"] and "20,000" not in card["detail"]
+    assert "another patient" in card["detail"]
+    assert "'performance' came back as Patient, not a Bundle" in card["detail"]
