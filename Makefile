@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup demo sandbox test lint bench bench-service clean
+.PHONY: setup demo sandbox test lint postgres bench bench-service clean
 
 setup: $(VENV)/.installed
 
@@ -23,9 +23,25 @@ demo: setup
 sandbox: setup
 	$(VENV)/bin/axiom-cds sandbox $(if $(AS_OF),--as-of $(AS_OF))
 
-## Set up and run everything CI runs: ruff, mypy, pytest.
-test: setup lint
+## Set up and run everything CI runs: ruff, mypy, pytest (the store tests also against PostgreSQL).
+test: setup lint postgres
 	$(VENV)/bin/pytest -q
+
+## PostgreSQL server binaries from Debian's package, for the store tests (which start their own server).
+## Nothing to do when they are there; needs root or password-less sudo; a failed install fails only in CI.
+PG_CTL_GLOB ?= /usr/lib/postgresql/*/bin/pg_ctl
+postgres:
+	@if ls $(PG_CTL_GLOB) >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "PostgreSQL is not installed and there is no apt-get: its store tests will skip"; [ -z "$$CI" ]; exit; \
+	fi; \
+	echo "Installing PostgreSQL from Debian's packages for the store tests..."; \
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
+	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
+	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql </dev/null >>"$$log" 2>&1; \
+	then rm -f "$$log"; ls $(PG_CTL_GLOB); \
+	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install PostgreSQL: its store tests will skip"; [ -z "$$CI" ]; fi
 
 lint: setup
 	$(VENV)/bin/ruff check adapter tests bench

@@ -6,14 +6,17 @@ import multiprocessing
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from adapter.store import Feedback, FeedbackError, IssuedCard, Store, parse_feedback
+from tests.postgres_server import PostgresServer
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 CARD = "0b0e7b5e-7d4b-4c4f-9a37-2f1f9c1d7a10"
@@ -36,9 +39,21 @@ SANDBOX_BODY: dict[str, Any] = {
 }
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file (the default) or a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cds.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = Store(f"sqlite:///{tmp_path / 'cds.db'}")
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -78,7 +93,8 @@ def test_round_trip_keeps_every_field_and_returns_aware_utc(store: Store) -> Non
     assert got[0].override_reason_system == "urn:axiom-cds:override-reason"
 
 
-def test_file_uses_wal_and_the_schema_is_real(store: Store, tmp_path: Path) -> None:
+def test_file_uses_wal_and_the_schema_is_real(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'cds.db'}")
     store.record_card(card())
     with sqlite3.connect(tmp_path / "cds.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -89,10 +105,29 @@ def test_file_uses_wal_and_the_schema_is_real(store: Store, tmp_path: Path) -> N
             "card_uuid", "patient_key", "verdict", "trial_version", "issued_at"}
     with store._engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() > 0
+    store.close()
 
 
-def test_reopening_an_existing_file_keeps_the_data(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'cds.db'}"
+def test_postgres_schema_is_real(postgres_server: PostgresServer) -> None:
+    store = Store(postgres_server.new_database())
+    store.record_card(card())
+    with store._engine.connect() as conn:
+        assert conn.dialect.name == "postgresql"
+        unique = conn.execute(text(
+            "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_constraint c"
+            " CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)"
+            " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum"
+            " WHERE c.conname = 'uq_feedback_once' GROUP BY c.oid")).scalar_one()
+        assert unique == ["card_uuid", "outcome", "outcome_timestamp"]
+        types: dict[str, str] = dict(conn.execute(text(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'issued_cards'")).all())
+        assert types["issued_at"] == "timestamp with time zone"  # instants compare as instants, not as text
+        assert set(types) == {"card_uuid", "patient_key", "verdict", "trial_version", "issued_at"}
+    store.close()
+
+
+def test_reopening_an_existing_file_keeps_the_data(db_url: str) -> None:
+    url = db_url
     first = Store(url)
     first.add_feedback(feedback_items(3))
     first.close()
@@ -188,8 +223,8 @@ def test_threads_sharing_one_store_lose_and_duplicate_nothing(store: Store) -> N
     assert store.feedback_count() == 60 + 8 * 20
 
 
-def test_stores_opened_together_on_a_fresh_file_all_work(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+def test_stores_opened_together_on_a_fresh_file_all_work(db_url: str) -> None:
+    url = db_url  # nothing created yet: every Store creates the schema at once
     barrier = threading.Barrier(6)
 
     def open_and_write(i: int) -> int:
@@ -212,25 +247,36 @@ def test_threads_recording_the_same_cards_store_each_once(store: Store) -> None:
         assert conn.exec_driver_sql("SELECT count(*) FROM issued_cards").scalar_one() == 30
 
 
+PROCESSES = 3
+SHARED_JTIS = 20
+
+
 def _process_worker(url: str, worker: int, barrier: Any, results: Any) -> None:
-    barrier.wait(timeout=120)  # open the fresh file together: schema creation races too
+    """One worker of a multi-process server: feedback, cards and token ids, some shared with the others."""
+    barrier.wait(timeout=120)  # open the fresh database together: schema creation races too
     store = Store(url)
     shared = feedback_items(150)
     mine = feedback_items(50, prefix=worker + 1)
     order = shared + mine if worker == 0 else list(reversed(shared)) + mine
+    cards = [card(patient=f"pk-{i}", card_uuid=str(uuid.UUID(int=10**9 + i))) for i in range(40)]
+    expires = datetime.now(UTC) + timedelta(hours=1)
     barrier.wait(timeout=120)
     new = 0
     for batch in _batches(order, size=3 + worker):
         new += store.add_feedback(batch)
+    store.record_cards(cards[worker::2] + cards)
+    fresh_jtis = sum(store.remember_jti("https://ehr.example", f"jti-{i}", expires) for i in range(SHARED_JTIS))
     store.close()
-    results.put(new)
+    results.put((new, fresh_jtis))
 
 
-def test_two_processes_on_one_file_lose_and_duplicate_nothing(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_processes_sharing_one_database_lose_and_duplicate_nothing(db_url: str) -> None:
+    url = db_url
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_process_worker, args=(url, w, barrier, results), daemon=True) for w in range(2)]
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_worker, args=(url, w, barrier, results), daemon=True) for w in range(PROCESSES)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -238,12 +284,60 @@ def test_two_processes_on_one_file_lose_and_duplicate_nothing(tmp_path: Path) ->
     for p in procs:
         if p.is_alive():
             p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
-    news = [results.get(timeout=10) for _ in procs]
-    assert sum(news) == 150 + 2 * 50
+    assert [p.exitcode for p in procs] == [0] * PROCESSES
+    news, jtis = zip(*(results.get(timeout=10) for _ in procs), strict=True)
+    assert sum(news) == 150 + PROCESSES * 50
+    assert sum(jtis) == SHARED_JTIS  # each token id was new to exactly one worker: a replay is refused by all
     store = Store(url)
-    assert store.feedback_count() == 150 + 2 * 50
+    assert store.feedback_count() == 150 + PROCESSES * 50
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM issued_cards").scalar_one() == 40
     store.close()
+
+
+# --- JWT replay ids -----------------------------------------------------------------------------------
+
+ISSUER = "https://ehr.example/auth"
+
+
+def test_a_replayed_jti_is_refused_by_another_worker(db_url: str) -> None:
+    first, second = Store(db_url), Store(db_url)  # two workers, each with its own engine and pool
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    try:
+        assert first.remember_jti(ISSUER, "jti-1", expires) is True
+        assert first.remember_jti(ISSUER, "jti-1", expires) is False
+        assert second.remember_jti(ISSUER, "jti-1", expires) is False
+        assert second.remember_jti("https://other.example", "jti-1", expires) is True  # ids are per issuer
+        assert second.remember_jti(ISSUER, "jti-2", expires) is True
+        assert first.remember_jti(ISSUER, "jti-2", expires) is False
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_expired_jti_may_be_used_again(store: Store) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    assert store.remember_jti(ISSUER, "old", past) is True
+    assert store.remember_jti(ISSUER, "old", datetime.now(UTC) + timedelta(minutes=5)) is True
+    assert store.remember_jti(ISSUER, "old", datetime.now(UTC) + timedelta(minutes=5)) is False
+
+
+def test_one_jti_raced_by_threads_of_two_workers_is_new_once(db_url: str) -> None:
+    stores = [Store(db_url), Store(db_url)]
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> list[bool]:
+        barrier.wait(timeout=60)
+        return [stores[i % 2].remember_jti(ISSUER, f"raced-{n}", expires) for n in range(10)]
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(race, range(8)))
+    finally:
+        for s in stores:
+            s.close()
+    assert [sum(o[n] for o in outcomes) for n in range(10)] == [1] * 10
 
 
 # --- suppression --------------------------------------------------------------------------------------

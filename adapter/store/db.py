@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -149,9 +151,24 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+# PostgreSQL advisory locks are (namespace, key) int4 pairs: ours, then 0 for the schema or a table's crc32.
+_LOCK_NAMESPACE = 0x61786F6D  # "axom"
+
+
+def _pg_lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - (1 << 31)  # into int4's signed range
+
+
 def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes; IF NOT EXISTS so workers starting together do not collide."""
+    """Create missing tables and indexes; workers starting together must not collide.
+
+    IF NOT EXISTS is enough on SQLite (DDL takes the one write lock). PostgreSQL checks for the table
+    before it locks the catalog, so two replicas creating it at once fail with a duplicate-key error on
+    pg_type: a transaction-scoped advisory lock makes them take turns.
+    """
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": _LOCK_NAMESPACE})
         for table in metadata.sorted_tables:
             conn.execute(CreateTable(table, if_not_exists=True))
             for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
@@ -168,6 +185,7 @@ def insert_ignore(conn: Connection, table: Table, row: dict[str, Any], key: Sequ
     if dialect == "sqlite":
         stmt: Any = sqlite_insert(table).values(row).on_conflict_do_nothing(index_elements=list(key))
     elif dialect == "postgresql":
+        _pg_serialise_writes(conn, table)
         stmt = pg_insert(table).values(row).on_conflict_do_nothing(index_elements=list(key))
     else:
         try:
@@ -176,4 +194,23 @@ def insert_ignore(conn: Connection, table: Table, row: dict[str, Any], key: Sequ
         except IntegrityError:
             return False
         return True
-    return bool(conn.execute(stmt).rowcount == 1)
+    # preserve_rowcount: SQLAlchemy reads an INSERT's rowcount before closing the cursor only when asked,
+    # and psycopg answers -1 afterwards (pysqlite happens to keep it).
+    return bool(conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount == 1)
+
+
+def _pg_serialise_writes(conn: Connection, table: Table) -> None:
+    """Let one transaction at a time insert-or-ignore into ``table`` on PostgreSQL, as SQLite does anyway.
+
+    Row locks alone deadlock: two replicas given the same feedback batch in different orders each hold
+    one row's key while waiting for the other's, and PostgreSQL aborts one transaction — a lost write
+    for a client that does not resend. A transaction-scoped advisory lock per table, taken once per
+    transaction before its first insert, queues them instead. Writes are a few short inserts each.
+    """
+    tx = conn.get_transaction()
+    held: dict[str, Any] = conn.info.setdefault("axiom_advisory_locks", {})
+    if tx is not None and held.get(table.name) is tx:
+        return
+    lock = text("SELECT pg_advisory_xact_lock(:ns, :key)")
+    conn.execute(lock, {"ns": _LOCK_NAMESPACE, "key": _pg_lock_key(table.name)})
+    held[table.name] = tx
