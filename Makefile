@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup demo sandbox test lint postgres bench bench-service clean
+.PHONY: setup demo sandbox test lint postgres bench bench-service bench-load clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ bench: setup
 ## The service over HTTP: hook vs bare endpoint, hook vs its slowest FHIR query, throughput (about 2 min).
 bench-service: setup
 	$(PY) bench/bench_service.py
+
+## `axiom-cds serve --workers 2` with auth under 64 concurrent EHRs (60 s), then while its FHIR server is
+## killed and restarted (40 s or until recovery): throughput, latencies, errors, memory (about 3 min).
+bench-load: setup
+	$(PY) bench/bench_load.py
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache
