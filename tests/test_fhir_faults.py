@@ -89,7 +89,8 @@ def service(cds_service_factory: Callable[..., ServiceServer]) -> ServiceServer:
 @pytest.fixture(scope="module")
 def breaker_service(cds_service_factory: Callable[..., ServiceServer]) -> ServiceServer:
     """Opens after 3 failures and stays open longer than any test here takes."""
-    return cds_service_factory(fhir_breaker_failures=3, fhir_breaker_cooldown_s=60.0)
+    return cds_service_factory(fhir_breaker_failures=3, fhir_breaker_cooldown_s=60.0,
+                               fhir_breaker_first_cooldown_s=60.0)
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +396,7 @@ class Clock:
 
 async def test_breaker_counts_only_consecutive_failures() -> None:
     clock = Clock()
-    breaker = CircuitBreaker("http://ehr.example/fhir", failures=3, cooldown_s=30, clock=clock)
+    breaker = CircuitBreaker("http://ehr.example/fhir", failures=3, cooldown_s=30, clock=clock, first_cooldown_s=30)
     for outcome in (Outcome.FAILED, Outcome.FAILED, Outcome.OK, Outcome.FAILED, Outcome.FAILED, Outcome.NEUTRAL):
         assert await breaker.admit() is False
         breaker.record(outcome, probe=False, reason="503")
@@ -436,6 +437,28 @@ async def test_a_failed_trial_reopens_and_an_inconclusive_one_hands_the_trial_on
     breaker.record(Outcome.FAILED, probe=True, reason="500")
     assert breaker.state == "open"
     with pytest.raises(BreakerOpenError):
+        await breaker.admit()
+
+
+async def test_a_short_outage_costs_a_short_cool_down_and_a_long_one_backs_off() -> None:
+    """A restarted server is tried again after 2 s; each failed trial doubles the wait, up to 30 s."""
+    clock = Clock()
+    breaker = CircuitBreaker("http://ehr.example/fhir", failures=1, cooldown_s=30, clock=clock, first_cooldown_s=2)
+    breaker.record(Outcome.FAILED, probe=False, reason="connection refused")
+    waits = []
+    for _ in range(6):
+        with pytest.raises(BreakerOpenError) as refused:
+            await breaker.admit()
+        waits.append(refused.value.args[0].rsplit("for ", 1)[1])
+        clock.now += 60
+        assert await breaker.admit() is True  # the trial fails again
+        breaker.record(Outcome.FAILED, probe=True, reason="connection refused")
+    assert waits == ["2 s", "4 s", "8 s", "16 s", "30 s", "30 s"]
+    clock.now += 60
+    assert await breaker.admit() is True
+    breaker.record(Outcome.OK, probe=True)  # back: the next outage starts at 2 s again
+    breaker.record(Outcome.FAILED, probe=False, reason="connection refused")
+    with pytest.raises(BreakerOpenError, match="not called for 2 s"):
         await breaker.admit()
 
 

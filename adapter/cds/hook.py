@@ -51,7 +51,7 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
     client = None
     if req.fhir_server is not None:
         breaker = service.sessions.breaker(req.fhir_server, settings.fhir_breaker_failures,
-                                           settings.fhir_breaker_cooldown_s)
+                                           settings.fhir_breaker_cooldown_s, settings.fhir_breaker_first_cooldown_s)
         client = SessionClient(req.fhir_server, service.sessions.get(req.fhir_server), req.access_token,
                                settings.fhir_request_timeout_s, retries=settings.fhir_retries, breaker=breaker,
                                max_response_bytes=int(settings.fhir_max_response_mb * 1024 * 1024),

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
                                                             "5xx) that stop calls to a FHIR server; 0: never")
     fhir_breaker_cooldown_s: float = Field(30.0, gt=0, description="How long a failing FHIR server is not called "
                                                                    "before one trial request")
+    fhir_breaker_first_cooldown_s: float = Field(2.0, gt=0, description="First cool-down after the breaker "
+                                                 "opens; doubles after each failed trial, up to the maximum")
     fhir_max_response_mb: float = Field(50.0, gt=0, description="Largest FHIR response body accepted")
     fhir_max_entries_per_page: int = Field(5000, ge=1, description="Most entries accepted in one page of a search")
     database_url: str = "sqlite:///axiom-cds.db"

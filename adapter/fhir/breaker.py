@@ -2,11 +2,12 @@
 
 Without one, a dead or hung EHR server makes every hook wait out its whole deadline (and the retries
 add load to a server that is already failing). After `failures` consecutive failed exchanges
-(timeouts, connection errors, 5xx) the breaker opens: calls fail at once for `cooldown_s`. Then one
+(timeouts, connection errors, 5xx) the breaker opens: calls fail at once for a cool-down. Then one
 trial request (the probe) goes through while other callers wait for its outcome: success closes the
-breaker, failure opens it for another cool-down. Answers that show the server is alive (2xx, 401,
-403, 404 …) reset the count. A request cut short by the hook's own deadline says nothing certain about
-the server and is not counted.
+breaker, failure opens it for a cool-down twice as long, up to `cooldown_s`. The first cool-down
+is short (`first_cooldown_s`) so a brief outage (a restart) costs seconds, not the maximum. Answers
+that show the server is alive (2xx, 401, 403, 404 ...) reset the count. A request cut short by the
+hook's own deadline says nothing certain about the server and is not counted.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class CircuitBreaker:
     """Closed → open after N consecutive failures → one probe after the cool-down → closed or open again."""
 
     def __init__(self, base_url: str, failures: int, cooldown_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, first_cooldown_s: float = 2.0) -> None:
         self.base_url = base_url
         self.threshold = failures
         self.cooldown_s = cooldown_s
+        self.first_cooldown_s = min(first_cooldown_s, cooldown_s)
+        self._current_cooldown = self.first_cooldown_s
         self._clock = clock
         self._failures = 0
         self._last_reason = ""
@@ -79,14 +82,18 @@ class CircuitBreaker:
                 log.info("FHIR server circuit closed", extra={"fhir_server": self.base_url})
             self._failures = 0
             self._open_until = None
+            self._current_cooldown = self.first_cooldown_s
         elif outcome is Outcome.FAILED:
             self._failures += 1
             self._last_reason = reason
             if self.threshold > 0 and (probe or (self._open_until is None and self._failures >= self.threshold)):
-                self._open_until = self._clock() + self.cooldown_s
+                # a failed probe: the outage is not brief, back off further
+                self._current_cooldown = min(self._current_cooldown * 2, self.cooldown_s) if probe \
+                    else self.first_cooldown_s
+                self._open_until = self._clock() + self._current_cooldown
                 log.warning("FHIR server circuit opened", extra={
                     "fhir_server": self.base_url, "failures": self._failures, "last_failure": reason,
-                    "cooldown_s": self.cooldown_s})
+                    "cooldown_s": self._current_cooldown})
         if probe and self._probe is not None:
             probe_done, self._probe = self._probe, None
             if not probe_done.done():

@@ -32,7 +32,8 @@ class SessionPool:
             self._sessions[key] = session
         return session
 
-    def breaker(self, base_url: str, failures: int, cooldown_s: float) -> CircuitBreaker:
+    def breaker(self, base_url: str, failures: int, cooldown_s: float,
+                first_cooldown_s: float = 2.0) -> CircuitBreaker:
         """The circuit breaker of one FHIR base URL, shared by every hook that calls it."""
         url = URL(base_url)
         key = f"{url.scheme}://{url.host}:{url.port}{url.path.rstrip('/')}"
@@ -41,7 +42,8 @@ class SessionPool:
             if len(self._breakers) >= MAX_BREAKERS:  # forget servers with nothing to remember
                 for idle in [k for k, b in self._breakers.items() if b.idle]:
                     del self._breakers[idle]
-            breaker = self._breakers[key] = CircuitBreaker(base_url.rstrip("/"), failures, cooldown_s)
+            breaker = self._breakers[key] = CircuitBreaker(base_url.rstrip("/"), failures, cooldown_s,
+                                                           first_cooldown_s=first_cooldown_s)
         breaker.threshold, breaker.cooldown_s = failures, cooldown_s
         return breaker
 
