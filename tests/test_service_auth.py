@@ -125,3 +125,19 @@ def test_service_refuses_to_start_with_auth_on_and_no_issuer(tmp_path: Path) -> 
     from adapter.cds.app import create_app
     with pytest.raises(ValueError, match="no trusted issuer"):
         create_app(service_settings(tmp_path, auth_required=True))
+
+
+async def test_concurrent_replay_checks_are_batched_and_a_duplicate_is_refused_once(tmp_path: Path) -> None:
+    """64 requests at once, 8 of them replaying another's jti: 56 new, 8 refused, whatever the batching."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from adapter.cds.replay import ReplayGuard
+    store = Store(f"sqlite:///{tmp_path / 'jti.db'}")
+    guard = ReplayGuard(store)
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    jtis = [f"jti-{i}" for i in range(56)] + [f"jti-{i}" for i in range(8)]
+    results = await asyncio.gather(*(guard.is_new(ISS, j, expires) for j in jtis))
+    assert sum(results) == 56
+    assert await guard.is_new(ISS, "jti-3", expires) is False  # and later, still a replay
+    store.close()

@@ -6,7 +6,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ from .hook import Service, patient_key, patient_view
 from .issuers import PRESETS
 from .middleware import GuardMiddleware
 from .outcome import operation_outcome
+from .replay import ReplayGuard
 from .request import HOOK, parse_hook_request
 from .settings import Settings
 
@@ -95,10 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch))
         jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
 
-        async def is_new_jti(iss: str, jti: str, expires: datetime) -> bool:
-            return bool(await run_in_threadpool(store.remember_jti, iss, jti, expires))
-
-        app.state.auth = Authenticator(issuers, KeySets(jwks_http), is_new_jti, settings.jwt_clock_skew_s) \
+        app.state.auth = Authenticator(issuers, KeySets(jwks_http), ReplayGuard(store).is_new,
+                                       settings.jwt_clock_skew_s) \
             if settings.auth_required else None
         if not settings.auth_required:
             log.warning("AUTHENTICATION IS OFF (--no-auth): any caller can use this service. "

@@ -154,7 +154,11 @@ class Authenticator:
         if not isinstance(jti, str) or not jti:
             raise AuthError("no jti")
         expires = datetime.fromtimestamp(max(float(verified["exp"]), now), UTC) + REPLAY_WINDOW
-        if not await self._is_new_jti(issuer.iss, jti, expires):
+        try:
+            new = await self._is_new_jti(issuer.iss, jti, expires)
+        except Exception as exc:  # no replay store, no trust: fail closed
+            raise AuthError(f"replay check unavailable ({type(exc).__name__})") from None
+        if not new:
             raise AuthError("jti replayed")
         return verified
 

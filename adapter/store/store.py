@@ -28,6 +28,7 @@ class Store:
     def __init__(self, url: str = "sqlite:///axiom-cds.db") -> None:
         self._engine = make_engine(url)
         create_schema(self._engine)
+        self._last_purge = datetime.min.replace(tzinfo=UTC)
 
     def record_card(self, card: IssuedCard) -> None:
         """Remember a card we returned; recording the same card_uuid again changes nothing."""
@@ -113,21 +114,33 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(feedback)).scalar_one())
 
     def remember_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
-        """True when this (issuer, jti) is new; False for a replay. Expired ids are purged as we go."""
+        """True when this (issuer, jti) is new; False for a replay."""
+        return self.remember_jtis([(issuer, jti, expires_at)])[0]
+
+    def remember_jtis(self, items: list[tuple[str, str, datetime]]) -> list[bool]:
+        """Several (issuer, jti, expires) in one transaction: one write lock for a burst of requests.
+
+        An id whose replay window has passed may be used again; expired ids are purged at most once a
+        minute, not in every transaction.
+        """
         now = datetime.now(UTC)
+        out: list[bool] = []
         with self._engine.begin() as conn:
-            new = insert_ignore(conn, jwt_ids, {"issuer": issuer, "jti": jti[:255],
-                                                 "expires_at": require_aware(expires_at, "expires_at")},
-                                ["issuer", "jti"])
-            if not new:
-                seen = conn.execute(select(jwt_ids.c.expires_at).where(
-                    (jwt_ids.c.issuer == issuer) & (jwt_ids.c.jti == jti[:255]))).scalar_one_or_none()
-                if seen is not None and seen < now:  # an id outside the replay window may be reused
-                    conn.execute(jwt_ids.update().where((jwt_ids.c.issuer == issuer) & (jwt_ids.c.jti == jti[:255]))
-                                 .values(expires_at=require_aware(expires_at, "expires_at")))
-                    new = True
-            conn.execute(delete(jwt_ids).where(jwt_ids.c.expires_at < now - timedelta(hours=1)))
-        return new
+            for issuer, jti, expires_at in items:
+                key = (jwt_ids.c.issuer == issuer) & (jwt_ids.c.jti == jti[:255])
+                expires = require_aware(expires_at, "expires_at")
+                new = insert_ignore(conn, jwt_ids, {"issuer": issuer, "jti": jti[:255], "expires_at": expires},
+                                    ["issuer", "jti"])
+                if not new:
+                    seen = conn.execute(select(jwt_ids.c.expires_at).where(key)).scalar_one_or_none()
+                    if seen is not None and seen < now:  # outside the replay window: may be reused
+                        conn.execute(jwt_ids.update().where(key).values(expires_at=expires))
+                        new = True
+                out.append(new)
+            if now - self._last_purge > timedelta(minutes=1):
+                conn.execute(delete(jwt_ids).where(jwt_ids.c.expires_at < now - timedelta(hours=1)))
+                self._last_purge = now
+        return out
 
     def close(self) -> None:
         self._engine.dispose()
