@@ -51,10 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 import jwt
 import orjson
-from bench_service import AS_OF, hook_request, pct, prefetch_for
+from bench_service import AS_OF, hook_request, pct, prefetch_for, wait_healthy
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapter.cds.app import SERVICE_ID
@@ -186,7 +185,7 @@ def running_service(env: dict[str, str], workdir: Path) -> Iterator[Service]:
                                        env=env, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        if _wait_healthy(url, process):
+        if wait_healthy(url, process, SERVICE_START_TIMEOUT_S):
             break
         _stop_group(process)
     else:
@@ -195,19 +194,6 @@ def running_service(env: dict[str, str], workdir: Path) -> Iterator[Service]:
         yield Service(url, process, log)
     finally:
         _stop_group(process)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
-    with httpx.Client(trust_env=False, timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            with contextlib.suppress(httpx.TransportError):
-                if http.get(f"{url}/healthz").status_code == 200:
-                    return True
-            time.sleep(0.1)
-    return False
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

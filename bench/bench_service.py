@@ -118,7 +118,7 @@ def server_process(kind: str, workdir: Path) -> Iterator[Server]:
                                         "--db", str(workdir / f"{kind}.db")],
                                        stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
-        if _wait_healthy(url, process):
+        if wait_healthy(url, process):
             break
         _stop(process)
     else:
@@ -129,7 +129,8 @@ def server_process(kind: str, workdir: Path) -> Iterator[Server]:
         _stop(process)
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:
+    """Poll /healthz until 200; False if the process dies or the timeout passes (shared with bench_load)."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(trust_env=False, timeout=2.0) as http:
         while time.monotonic() < deadline:
