@@ -52,11 +52,6 @@ class Interval:
             raise ValueError("negative scale")
         return Interval(self.lo * factor, self.hi * factor, self.lo_open, self.hi_open)
 
-    def map_increasing(self, fn: object) -> Interval:
-        """Apply a monotonically increasing function to both ends."""
-        assert callable(fn)
-        return Interval(fn(self.lo), fn(self.hi), self.lo_open, self.hi_open)
-
     # --- comparisons against a threshold: True (all values), False (no value), None (undecided)
 
     def ge(self, t: float) -> bool | None:

@@ -78,9 +78,6 @@ class ObservationTable:
     tumor_longest_component: str
     panels: tuple[Panel, ...]
 
-    def codes_for(self, *inputs: str) -> list[str]:
-        return [c for i in inputs for c in self.inputs[i].codes]
-
 
 @cache
 def observations() -> ObservationTable:

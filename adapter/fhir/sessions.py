@@ -47,15 +47,6 @@ class SessionPool:
         breaker.threshold, breaker.cooldown_s = failures, cooldown_s
         return breaker
 
-    def connection_count(self) -> int:
-        """Open TCP connections across servers (for benchmarks and health)."""
-        total = 0
-        for session in self._sessions.values():
-            connector = session.connector
-            if connector is not None:
-                total += sum(len(v) for v in getattr(connector, "_conns", {}).values())
-        return total
-
     async def close(self) -> None:
         for session in self._sessions.values():
             await session.close()
