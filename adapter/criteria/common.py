@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.observations import Measurement, Selection
 from ..tables import observations
+from ..units import UnitError, factor
 from .model import CriterionResult
 
 
@@ -63,3 +65,23 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
         return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=[m.ref or ""],
                                note=f"cannot use the {what} {m.original}: {why}")
     return Usable(m, m.value, tuple(sel.notes))
+
+
+def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: str) -> tuple[float, str, str | None]:
+    """ULN in the input's unit: the result's own reference range, else the trial's default ULN.
+
+    Returns the ULN, how to show it, and the "assumed ULN" note when the default was used.
+    """
+    if m.uln is not None and m.uln > 0:
+        return m.uln, f"ULN {m.uln_original}", None
+    spec = observations().inputs[input_id]
+    assert spec.unit is not None
+    default = rule["default_uln"]
+    try:
+        uln = float(default["value"]) * factor(str(default["unit"]), spec.unit, spec.analyte, spec.kind)
+    except UnitError as exc:  # a broken trial definition, not bad patient data
+        raise ValueError(f"trial {trial_id}: default ULN for {input_id}: {exc}") from exc
+    shown = f"assumed ULN {fmt(float(default['value']))} {default['unit']}"
+    note = (f"{shown} (no reference range on the result; trial default, "
+            f"{default.get('source', 'see trial definition')})")
+    return uln, shown, note

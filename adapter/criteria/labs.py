@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from ..mapping.facts import Facts
 from ..tables import Trial, conditions, observations
-from ..units import UnitError, factor
-from .common import fmt, join, label, usable_value
+from .common import fmt, join, label, upper_limit, usable_value
 from .model import CriterionResult, decide
 
 
@@ -60,22 +59,10 @@ def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     if isinstance(found, CriterionResult):
         return found
     m, value = found.m, found.value
-    spec = observations().inputs[cid]
-    assert spec.unit is not None
     modifiers = facts.having(mod_set) if mod_set else []
     k = float(mod["max_uln"]) if modifiers else float(rule["max_uln"])
-    notes: list[str] = []
-    if m.uln is not None and m.uln > 0:
-        uln, uln_text = m.uln, f"ULN {m.uln_original}"
-    else:
-        default = rule["default_uln"]
-        try:
-            uln = float(default["value"]) * factor(str(default["unit"]), spec.unit, spec.analyte, spec.kind)
-        except UnitError as exc:  # a broken trial definition, not bad patient data
-            raise ValueError(f"trial {trial.id}: default ULN for {cid}: {exc}") from exc
-        uln_text = f"assumed ULN {fmt(float(default['value']))} {default['unit']}"
-        notes.append(f"assumed ULN {fmt(float(default['value']))} {default['unit']} (no reference range "
-                     f"on the result; trial default, {default.get('source', 'see trial definition')})")
+    uln, uln_text, assumed = upper_limit(m, rule, cid, trial.id)
+    notes = [assumed] if assumed else []
     if modifiers:
         notes.append(f"{mod_title} documented ({modifiers[0].ref or modifiers[0].display}): "
                      f"limit {fmt(k)} x ULN")

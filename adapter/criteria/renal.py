@@ -13,8 +13,7 @@ from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.observations import Measurement
 from ..tables import Trial
-from ..units import factor
-from .common import fmt, join, usable_value
+from .common import fmt, join, upper_limit, usable_value
 from .model import CriterionResult, Status, decide
 
 CID = "renal-function"
@@ -65,13 +64,7 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
     scr, value = found.m, found.value
 
     # Branch A: creatinine against its ULN
-    if scr.uln is not None and scr.uln > 0:
-        uln, uln_text, assumed = scr.uln, f"ULN {scr.uln_original}", None
-    else:
-        d = rule["default_uln"]
-        uln = float(d["value"]) * factor(str(d["unit"]), "mg/dL", "creatinine")
-        uln_text = f"assumed ULN {fmt(float(d['value']))} {d['unit']}"
-        assumed = f"assumed ULN {fmt(float(d['value']))} {d['unit']} (no reference range; trial default)"
+    uln, uln_text, assumed = upper_limit(scr, rule, "creatinine", trial.id)
     branch_a = value.le(k * uln)
     ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point else scr.original
 
