@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..engine import warm_up
 from ..errors import FhirServerError, InputError
-from ..fhir.bundle import load_json
-from ..fhir.queries import prefetch_templates
+from ..fhir.queries import PATIENT_KEY, prefetch_templates
 from ..fhir.sessions import SessionPool
+from ..fhir.wire import load_hook, load_json
 from ..logs import configure as configure_logging
 from ..logs import install_request_ids
 from ..store import FeedbackError, Store, parse_feedback
@@ -155,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(authenticated)]
+    prefetch_keys = tuple(prefetch_templates(load_trial(settings.trial)))  # the searches are decoded lazily
+    eager_keys = frozenset({PATIENT_KEY})
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
@@ -170,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   "application/json": {"schema": HOOK_REQUEST_SCHEMA}}}})
     async def invoke(request: Request) -> Response:
         try:
-            hook = parse_hook_request(load_json(await request.body()))
+            hook = parse_hook_request(load_hook(await request.body(), prefetch_keys, eager_keys))
         except InputError as exc:
             return operation_outcome(400, str(exc))
         try:

@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..errors import InputError
-from .record import KEPT_TYPES, Entry, PatientRecord, assemble
-
-
-def load_json(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"not JSON ({exc.args[0].split(':')[0]})") from None
+from .record import KEPT_TYPES, PatientRecord, assemble
+from .wire import Entry, Lazy, head_and_resource, load_json, load_resource
 
 
 def read_bytes(path: Path) -> bytes:
@@ -32,7 +24,9 @@ def _same_patient(a: tuple[dict[str, Any], str | None], b: tuple[dict[str, Any],
 
 
 def bundle_entries(bundle: Any) -> tuple[list[tuple[dict[str, Any], str | None]], list[Entry]]:
-    """Split a Bundle into its Patients and the other resources we might use."""
+    """Split a Bundle (lazy, or parsed JSON) into its Patients and the other resources we might use."""
+    if isinstance(bundle, Lazy):
+        return _lazy_bundle_entries(bundle)
     if not isinstance(bundle, dict):
         raise InputError("not a FHIR Bundle (the JSON is not an object)")
     rtype = bundle.get("resourceType")
@@ -56,12 +50,31 @@ def bundle_entries(bundle: Any) -> tuple[list[tuple[dict[str, Any], str | None]]
             if not any(_same_patient(candidate, p) for p in patients):
                 patients.append(candidate)
         elif kind in KEPT_TYPES:
-            entries.append(Entry(resource, full_url))
+            entries.append(Entry.from_dict(resource, full_url))
+    return patients, entries
+
+
+def _lazy_bundle_entries(bundle: Lazy) -> tuple[list[tuple[dict[str, Any], str | None]], list[Entry]]:
+    """`bundle_entries` for a lazy Bundle: the same split, reading only each resource's head."""
+    patients: list[tuple[dict[str, Any], str | None]] = []
+    entries: list[Entry] = []
+    for item in bundle.entry or ():
+        head, resource = head_and_resource(item.resource)
+        if head is None:
+            continue  # not an object, e.g. a transaction-response entry without a resource
+        full_url = item.fullUrl if isinstance(item.fullUrl, str) else None
+        kind = head.resourceType
+        if kind == "Patient":
+            candidate = (resource if resource is not None else load_json(item.resource), full_url)
+            if not any(_same_patient(candidate, p) for p in patients):
+                patients.append(candidate)
+        elif kind in KEPT_TYPES:
+            entries.append(Entry(head, full_url, item.resource, resource))
     return patients, entries
 
 
 def record_from_bytes(data: bytes) -> PatientRecord:
-    patients, entries = bundle_entries(load_json(data))
+    patients, entries = bundle_entries(load_resource(data))
     if not patients:
         raise InputError("the Bundle holds no Patient")
     if len(patients) > 1:

@@ -20,7 +20,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
-import orjson
 from fhirpy import AsyncFHIRClient
 from yarl import URL
 
@@ -28,7 +27,7 @@ from ..errors import FhirServerError, InputError
 from .breaker import CircuitBreaker, Outcome
 from .bundle import bundle_entries
 from .queries import Search
-from .record import Entry
+from .wire import Entry, Lazy, bundle_links, bundle_size, is_bundle, load_resource
 
 log = logging.getLogger("axiom_cds.fhir")
 
@@ -214,10 +213,12 @@ def _parse_resource(body: bytes, content_type: str, what: str) -> Any:
     if not body.strip():
         return _Failure(f"the FHIR server sent an empty answer for {what}", Outcome.NEUTRAL)
     try:
-        resource = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        resource = load_resource(body)  # a Bundle lazily: see wire.py
+    except InputError as exc:
         kind = "truncated JSON" if "unexpected end" in str(exc).lower() else "non-JSON"
         return _Failure(f"the FHIR server sent {kind} for {what}", Outcome.NEUTRAL)
+    if isinstance(resource, Lazy):
+        return resource
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return _Failure(f"the FHIR server sent JSON that is not a FHIR resource for {what}", Outcome.NEUTRAL)
     return resource
@@ -245,7 +246,8 @@ def absolute_link(link: str, base_url: str) -> str:
 
 
 def next_link(bundle: Any) -> str | None:
-    for link in bundle.get("link") or () if isinstance(bundle, dict) else ():
+    links = bundle_links(bundle) if is_bundle(bundle) else None
+    for link in links if isinstance(links, list) else ():
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None
@@ -262,7 +264,7 @@ async def collect_pages(client: SessionClient | None, page: Any, label: str, fir
     seen: set[str] = set()
     fetched = first_fetched
     for pages in range(1, MAX_PAGES + 1):
-        if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
+        if not is_bundle(page):
             raise FhirServerError(f"the {label} search did not come back as a Bundle")
         if fetched and client is not None:
             _check_page_size(page, label, client.max_entries_per_page)
@@ -291,10 +293,9 @@ async def collect_pages(client: SessionClient | None, page: Any, label: str, fir
     raise FhirServerError(f"the {label} search has more than {MAX_PAGES} pages")
 
 
-def _check_page_size(page: dict[str, Any], label: str, limit: int) -> None:
-    entries = page.get("entry")
-    if isinstance(entries, list) and len(entries) > limit:
-        raise FhirServerError(f"the FHIR server sent {len(entries)} entries in one page of the {label} search "
+def _check_page_size(page: Any, label: str, limit: int) -> None:
+    if (size := bundle_size(page)) > limit:
+        raise FhirServerError(f"the FHIR server sent {size} entries in one page of the {label} search "
                               f"(more than {limit}); refused")
 
 

@@ -15,10 +15,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import FhirServerError
+from ..errors import FhirServerError, InputError
+from .bundle import bundle_entries
 from .client import SessionClient, collect_pages, read_patient, search_all
 from .queries import PATIENT_KEY, Search
-from .record import Entry, PatientRecord, assemble, effective_text
+from .record import PatientRecord, assemble
+from .wire import Entry, is_bundle, is_lazy, issues, resource_type
 
 
 @dataclass
@@ -38,12 +40,12 @@ def _prefetched_patient(value: Any, patient_id: str, notes: list[str]) -> dict[s
             return value
         notes.append("prefetched Patient is not context.patientId: ignored")
         return None
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":  # a search instead of a read
-        for entry in value.get("entry") or ():
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "Patient" and \
-                    resource.get("id") == patient_id:
-                return resource
+    if is_bundle(value):  # a search instead of a read
+        try:
+            patients = bundle_entries(value)[0]
+        except InputError:
+            return None
+        return next((patient for patient, _ in patients if patient.get("id") == patient_id), None)
     return None
 
 
@@ -51,12 +53,14 @@ def _prefetch_problem(value: Any, key: str) -> str:
     """Why a prefetched value is not a usable search result, in words for the card."""
     if value is None:
         return f"'{key}' was not prefetched"
-    if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
-        issues: list[Any] = value["issue"] if isinstance(value.get("issue"), list) else []
-        said = next((str(i.get("diagnostics")) for i in issues if isinstance(i, dict) and i.get("diagnostics")),
+    kind = resource_type(value)
+    if kind == "OperationOutcome":
+        said = next((str(i.get("diagnostics")) for i in issues(value) if isinstance(i, dict) and i.get("diagnostics")),
                     None)
         return f"'{key}' came back as an OperationOutcome" + (f" ({said[:120]})" if said else "")
-    kind = value.get("resourceType") if isinstance(value, dict) else type(value).__name__
+    if kind is None:
+        kind = "an object without a resourceType" if isinstance(value, dict) or is_lazy(value) \
+            else type(value).__name__
     return f"'{key}' came back as {kind}, not a Bundle"
 
 
@@ -83,7 +87,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
     to_fetch: list[Search] = []
     for search in plan:
         value = prefetch.get(search.key)
-        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        if is_bundle(value):
             stats.prefetched.append(search.key)
             jobs[search.key] = _prefetched(client, value, search)
             continue
@@ -124,7 +128,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
 MERGED = "+"
 
 
-async def _prefetched(client: SessionClient | None, bundle: dict[str, Any], search: Search) -> list[Entry]:
+async def _prefetched(client: SessionClient | None, bundle: Any, search: Search) -> list[Entry]:
     """A prefetched result, held to its search's date floor: prefetch templates cannot carry dates, so
     an EHR sends the whole history where a fetch would have sent the last year or so."""
     entries = await collect_pages(client, bundle, search.key)
@@ -132,8 +136,7 @@ async def _prefetched(client: SessionClient | None, bundle: dict[str, Any], sear
     if not floor.startswith("ge"):
         return entries
     since = floor[2:]
-    return [e for e in entries if e.resource.get("resourceType") != "Observation"
-            or (effective_text(e.resource) or "") >= since]
+    return [e for e in entries if e.head.resourceType != "Observation" or (e.head.effective_text() or "") >= since]
 
 
 def merge_searches(searches: list[Search]) -> list[Search]:

@@ -1,47 +1,26 @@
 """PatientRecord: one patient's raw FHIR resources, attributed to that patient and nothing else.
 
-Resources stay raw dicts here: validating thousands of Observations with pydantic costs ~30× a JSON
-parse, so the mapping layer filters by code first and validates only what it keeps. What this module
-guarantees is attribution: a resource whose subject is another patient, or no patient, is dropped
-and reported, never mixed in.
+Resources stay raw here (fhir/wire.py: a head of a few elements, the rest parsed when first read):
+validating thousands of Observations with pydantic costs ~30× a JSON parse, so the mapping layer
+filters by code first and validates only what it keeps. What this module guarantees is attribution:
+a resource whose subject is another patient, or no patient, is dropped and reported, never mixed in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
 from ..errors import InputError
 from ..tables import observations
+from .wire import Entry, Resource
 
-Resource = dict[str, Any]
 CLINICAL_TYPES = ("Observation", "Condition", "MedicationStatement", "MedicationRequest",
                   "MedicationAdministration")
 KEPT_TYPES = (*CLINICAL_TYPES, "Medication")
-
-
-class Entry(NamedTuple):
-    """A resource and the fullUrl it arrived under (for urn:uuid citations).
-
-    A tuple, not a dataclass: a record holds thousands and each costs a constructor call.
-    """
-
-    resource: Resource
-    full_url: str | None = None
-
-    @property
-    def ref(self) -> str | None:
-        """How the report cites this resource: `Type/id`, else its urn:uuid fullUrl."""
-        rid = self.resource.get("id")
-        if isinstance(rid, str) and rid:
-            return f"{self.resource.get('resourceType')}/{rid}"
-        if self.full_url and self.full_url.startswith("urn:uuid:"):
-            return self.full_url
-        return None
 
 
 @dataclass
@@ -81,40 +60,6 @@ def reference_key(reference: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else reference
 
 
-def subject_reference(resource: Resource) -> str | None:
-    for key in ("subject", "patient"):
-        ref = resource.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            return str(ref["reference"])
-    return None
-
-
-def _is_mapped_observation(resource: Resource, system: str, by_code: dict[str, Any]) -> bool:
-    """Filter on raw JSON: only Observations with a code we map are kept."""
-    code = resource.get("code")
-    if not isinstance(code, dict):
-        return False
-    codings = code.get("coding")
-    if not isinstance(codings, list):
-        return False
-    return any(
-        isinstance(c, dict) and c.get("system") == system and c.get("code") in by_code for c in codings
-    )
-
-
-def effective_text(resource: Resource) -> str | None:
-    """When an Observation was true of the patient: effective[x] (a period by its end), as written."""
-    for key in ("effectiveDateTime", "effectiveInstant"):
-        if isinstance(resource.get(key), str):
-            return str(resource[key])
-    period = resource.get("effectivePeriod")
-    if isinstance(period, dict):
-        for key in ("end", "start"):
-            if isinstance(period.get(key), str):
-                return str(period[key])
-    return None  # `issued` is when a result was released, not when the patient was in that state
-
-
 def validate_patient(patient: Resource) -> None:
     try:
         Patient.model_validate(patient)
@@ -146,17 +91,17 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
     orphans = 0
     subject_keys: dict[str, str] = {}  # a record repeats one subject string thousands of times
     for entry in entries:
-        resource = entry.resource
-        rtype = resource.get("resourceType")
+        head = entry.head
+        rtype = head.resourceType
         if rtype == "Medication":
             for key in filter(None, (entry.ref, entry.full_url)):
-                record.medications[reference_key(key)] = resource
+                record.medications[reference_key(key)] = entry.resource
             continue
         if rtype not in CLINICAL_TYPES:
             continue
-        if rtype == "Observation" and not _is_mapped_observation(resource, table.system, table.by_code):
+        if rtype == "Observation" and head.code_in(table.system, table.by_code) is None:
             continue
-        subject = subject_reference(resource)
+        subject = head.subject_reference()
         if subject is None:
             orphans += 1
             continue

@@ -15,7 +15,7 @@ from fhir.resources.R4B.condition import Condition
 from pydantic import ValidationError
 
 from .. import tables
-from ..fhir.record import Entry
+from ..fhir.wire import Entry
 from .dates import date_range
 from .observations import codings, concept_text
 

@@ -14,7 +14,8 @@ from functools import cache
 from typing import Any
 
 from .. import tables
-from ..fhir.record import Entry, reference_key
+from ..fhir.record import reference_key
+from ..fhir.wire import Entry
 from .dates import date_range
 from .observations import codings
 

@@ -17,7 +17,7 @@ from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
 from .. import tables
-from ..fhir.record import Entry, effective_text
+from ..fhir.wire import Entry
 from ..interval import Interval
 from ..tables import Coding
 from ..units import UnitError, quantity_factor
@@ -249,20 +249,19 @@ class ObservationIndex:
         floor_text = floor.isoformat()
         by_input: dict[str, list[Indexed]] = {}
         for entry in entries:
-            code = entry.resource.get("code")
-            for c in (code.get("coding") or ()) if isinstance(code, dict) else ():
-                if isinstance(c, dict) and c.get("system") == table.system and c.get("code") in table.by_code:
-                    obs_code = table.by_code[c["code"]]
-                    when_text = effective_text(entry.resource)
-                    windowed = not table.inputs[obs_code.input].history
-                    # ISO dates compare as text: most of a long history is dropped without parsing a date
-                    if windowed and (when_text is None or when_text[:4] < floor_text[:4]):
-                        break
-                    when = date_range(when_text)
-                    if windowed and (when is None or when[1] < floor):
-                        break
-                    by_input.setdefault(obs_code.input, []).append(Indexed(entry, obs_code, when, when_text))
-                    break
+            code = entry.head.code_in(table.system, table.by_code)
+            if code is None:
+                continue
+            obs_code = table.by_code[code]
+            when_text = entry.head.effective_text()
+            windowed = not table.inputs[obs_code.input].history
+            # ISO dates compare as text: most of a long history is dropped without parsing a date
+            if windowed and (when_text is None or when_text[:4] < floor_text[:4]):
+                continue
+            when = date_range(when_text)
+            if windowed and (when is None or when[1] < floor):
+                continue
+            by_input.setdefault(obs_code.input, []).append(Indexed(entry, obs_code, when, when_text))
         return cls(as_of, by_input)
 
     def invalid(self, entry: Entry) -> str | None:
@@ -278,12 +277,12 @@ class ObservationIndex:
         out = []
         skipped: dict[str, int] = {}
         for item in self.by_input.get(input_id, ()):
-            r = item.entry.resource
-            status = r.get("status")
+            head = item.entry.head
+            status = head.status
             if status not in COUNTED_STATUS:
                 skipped[f"status {status}"] = skipped.get(f"status {status}", 0) + 1
                 continue
-            if r.get("dataAbsentReason") is not None:
+            if head.dataAbsentReason is not None:
                 skipped["data absent"] = skipped.get("data absent", 0) + 1
                 continue
             if item.when is None or item.when_text is None:

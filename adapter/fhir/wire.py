@@ -1,0 +1,290 @@
+"""FHIR JSON read lazily: a Bundle's resources stay bytes until something needs the whole resource.
+
+Parsing a megabyte of prefetch into dicts costs more than everything the service then does with it,
+and most of it is never read: of a thousand lab Observations the criteria look at the newest few per
+code. So a Bundle is decoded (msgspec) into its entries' raw JSON plus a small `Head` per resource —
+type, id, subject, codes, date, status — which is all that attribution, the date floor and the choice
+by code read. `Entry.resource` parses the whole resource (orjson) the first time it is asked for.
+
+Nothing is lost on the fast path: a resource whose head fields have an unexpected JSON type is parsed
+whole at once and its head read the tolerant way (`head_of`), where a field of the wrong type counts
+as absent. UTF-8 is checked for the whole document up front, because skipped JSON is not decoded.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+import orjson
+
+from ..errors import InputError
+
+Resource = dict[str, Any]
+
+
+class Coding(msgspec.Struct, gc=False):
+    system: str | None = None
+    code: str | None = None
+
+
+class Concept(msgspec.Struct, gc=False):
+    coding: list[Coding] | None = None
+
+
+class Reference(msgspec.Struct, gc=False):
+    reference: str | None = None
+
+
+class Period(msgspec.Struct, gc=False):
+    start: str | None = None
+    end: str | None = None
+
+
+class Head(msgspec.Struct, gc=False):
+    """The elements read from every resource of a Bundle, named as in FHIR JSON."""
+
+    resourceType: str | None = None  # noqa: N815 -- FHIR's names, decoded by name
+    id: str | None = None
+    status: str | None = None
+    code: Concept | None = None
+    subject: Reference | None = None
+    patient: Reference | None = None
+    effectiveDateTime: str | None = None  # noqa: N815
+    effectiveInstant: str | None = None  # noqa: N815
+    effectivePeriod: Period | None = None  # noqa: N815
+    dataAbsentReason: Any = None  # noqa: N815 -- only whether it is there matters
+
+    def subject_reference(self) -> str | None:
+        """The patient it is about: `subject`, else `patient` (MedicationStatement has both in R4)."""
+        for ref in (self.subject, self.patient):
+            if ref is not None and ref.reference is not None:
+                return ref.reference
+        return None
+
+    def effective_text(self) -> str | None:
+        """When an Observation was true of the patient: effective[x] (a period by its end), as written.
+
+        `issued` is when a result was released, not when the patient was in that state: never used.
+        """
+        if self.effectiveDateTime is not None:
+            return self.effectiveDateTime
+        if self.effectiveInstant is not None:
+            return self.effectiveInstant
+        period = self.effectivePeriod
+        if period is not None:
+            return period.end if period.end is not None else period.start
+        return None
+
+    def code_in(self, system: str, codes: dict[str, Any] | frozenset[str]) -> str | None:
+        """The first of the resource's codes in `system` that is one of `codes`."""
+        if self.code is None or self.code.coding is None:
+            return None
+        for coding in self.code.coding:
+            if coding.system == system and coding.code in codes:
+                return coding.code
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _reference(value: Any) -> Reference | None:
+    return Reference(_text(value.get("reference"))) if isinstance(value, dict) else None
+
+
+def head_of(resource: Resource) -> Head:
+    """A parsed resource's Head, tolerant: a field of the wrong JSON type counts as absent."""
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    period = resource.get("effectivePeriod")
+    return Head(
+        resourceType=_text(resource.get("resourceType")),
+        id=_text(resource.get("id")),
+        status=_text(resource.get("status")),
+        code=Concept([Coding(_text(c.get("system")), _text(c.get("code"))) for c in codings if isinstance(c, dict)])
+        if isinstance(codings, list) else None,
+        subject=_reference(resource.get("subject")),
+        patient=_reference(resource.get("patient")),
+        effectiveDateTime=_text(resource.get("effectiveDateTime")),
+        effectiveInstant=_text(resource.get("effectiveInstant")),
+        effectivePeriod=Period(_text(period.get("start")), _text(period.get("end"))) if isinstance(period, dict)
+        else None,
+        dataAbsentReason=resource.get("dataAbsentReason"),
+    )
+
+
+class Entry:
+    """A resource of a patient's record and the fullUrl it arrived under (for urn:uuid citations).
+
+    Built from raw JSON (`from_raw`: the resource is parsed on first use) or from a parsed dict.
+    """
+
+    __slots__ = ("_raw", "_resource", "full_url", "head")
+
+    def __init__(self, head: Head, full_url: str | None, raw: msgspec.Raw | None = None,
+                 resource: Resource | None = None) -> None:
+        self.head = head
+        self.full_url = full_url
+        self._raw = raw
+        self._resource = resource
+
+    @classmethod
+    def from_dict(cls, resource: Resource, full_url: str | None = None) -> Entry:
+        return cls(head_of(resource), full_url, resource=resource)
+
+    @property
+    def resource(self) -> Resource:
+        """The whole resource as parsed JSON (parsed once, on first use)."""
+        if self._resource is None:
+            assert self._raw is not None
+            self._resource = orjson.loads(memoryview(self._raw))
+            self._raw = None
+        return self._resource
+
+    @property
+    def resource_type(self) -> str | None:
+        return self.head.resourceType
+
+    @property
+    def ref(self) -> str | None:
+        """How the report cites this resource: `Type/id`, else its urn:uuid fullUrl."""
+        if self.head.id:
+            return f"{self.head.resourceType}/{self.head.id}"
+        if self.full_url and self.full_url.startswith("urn:uuid:"):
+            return self.full_url
+        return None
+
+
+# --------------------------------------------------------------------------- documents
+
+
+class _BundleEntry(msgspec.Struct, gc=False):
+    fullUrl: Any = None  # noqa: N815
+    resource: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class Lazy(msgspec.Struct, gc=False):
+    """A resource decoded lazily: its type; for a Bundle its entries (raw) and links; for an
+    OperationOutcome its issues. Everything else in it is skipped unread."""
+
+    resourceType: Any = None  # noqa: N815
+    entry: list[_BundleEntry] | None = None
+    link: Any = None
+    issue: Any = None
+
+
+_HEAD = msgspec.json.Decoder(Head)
+_LAZY = msgspec.json.Decoder(Lazy)
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
+
+
+@functools.cache
+def _hook_decoder(prefetch_keys: tuple[str, ...], eager_keys: frozenset[str]) -> msgspec.json.Decoder[Any]:
+    """A decoder for hook requests whose prefetch has these keys: the eager ones (the Patient) parsed
+    whole, the others (searches) lazily; prefetch keys the service did not ask for are skipped."""
+    prefetch = msgspec.defstruct("Prefetch", [(key, Any if key in eager_keys else Lazy | None, None)
+                                              for key in prefetch_keys], gc=False)
+    hook = msgspec.defstruct("Hook", [("hook", Any, None), ("hookInstance", Any, None), ("context", Any, None),
+                                      ("fhirServer", Any, None), ("fhirAuthorization", Any, None),
+                                      ("prefetch", prefetch | None, None)], gc=False)
+    return msgspec.json.Decoder(hook)
+
+
+def check_utf8(data: bytes) -> None:
+    """JSON is UTF-8; msgspec does not decode what it skips, so the whole document is checked here."""
+    if data.isascii():
+        return  # the common case, checked without building a string
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not JSON (the text is not valid UTF-8)") from None
+
+
+def load_json(data: bytes | msgspec.Raw) -> Any:
+    """Any JSON document, fully parsed; InputError (saying what is wrong) when it is not JSON."""
+    try:
+        return orjson.loads(memoryview(data))
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"not JSON ({exc.args[0].split(':')[0]})") from None
+
+
+def load_resource(data: bytes) -> Any:
+    """A FHIR document: a Bundle lazily (as `Lazy`), anything else parsed whole (None for JSON null).
+
+    Whatever the lazy decoder refuses — not an object, entries that are not objects, broken JSON — is
+    parsed whole instead, so callers see the same values and the same errors as from `load_json`.
+    """
+    check_utf8(data)
+    try:
+        lazy = _LAZY.decode(data)
+    except _DECODE_ERRORS:
+        return load_json(data)
+    return lazy if lazy.resourceType == "Bundle" else load_json(data)
+
+
+def load_hook(data: bytes, prefetch_keys: tuple[str, ...], eager_keys: frozenset[str]) -> Any:
+    """A hook request as a dict, its prefetch searches decoded lazily (`Lazy`), in one pass.
+
+    A body the lazy decoder refuses (not an object, a prefetch value that is not an object) is parsed
+    whole, for the request's validation and the gatherer to say what is wrong with it.
+    """
+    check_utf8(data)
+    try:
+        hook = _hook_decoder(prefetch_keys, eager_keys).decode(data)
+    except _DECODE_ERRORS:
+        return load_json(data)
+    out = {name: getattr(hook, name) for name in hook.__struct_fields__ if getattr(hook, name) is not None}
+    if hook.prefetch is not None:
+        out["prefetch"] = {key: getattr(hook.prefetch, key) for key in prefetch_keys}
+    return out
+
+
+def head_and_resource(raw: msgspec.Raw) -> tuple[Head | None, Resource | None]:
+    """A resource's Head; and the parsed resource too when the head had to be read the tolerant way.
+
+    (None, None) when the entry's resource is not a JSON object.
+    """
+    try:
+        return _HEAD.decode(raw), None
+    except msgspec.ValidationError:
+        resource = orjson.loads(memoryview(raw))
+        if not isinstance(resource, dict):
+            return None, None
+        return head_of(resource), resource
+
+
+def is_bundle(value: Any) -> bool:
+    """A Bundle, lazy or parsed."""
+    if isinstance(value, Lazy):
+        return bool(value.resourceType == "Bundle")
+    return isinstance(value, dict) and value.get("resourceType") == "Bundle"
+
+
+def is_lazy(value: Any) -> bool:
+    return isinstance(value, Lazy)
+
+
+def resource_type(value: Any) -> Any:
+    """The resourceType of a lazy or parsed resource (None for anything else)."""
+    if isinstance(value, Lazy):
+        return value.resourceType
+    return value.get("resourceType") if isinstance(value, dict) else None
+
+
+def issues(value: Any) -> list[Any]:
+    """An OperationOutcome's issues, lazy or parsed."""
+    found = value.issue if isinstance(value, Lazy) else value.get("issue") if isinstance(value, dict) else None
+    return found if isinstance(found, list) else []
+
+
+def bundle_links(bundle: Lazy | Resource) -> Any:
+    return bundle.link if isinstance(bundle, Lazy) else bundle.get("link")
+
+
+def bundle_size(bundle: Lazy | Resource) -> int:
+    """How many entries a Bundle holds (0 when `entry` is not a list: the Bundle's reader says why)."""
+    items = bundle.entry if isinstance(bundle, Lazy) else bundle.get("entry")
+    return len(items) if isinstance(items, list) else 0
