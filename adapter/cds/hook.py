@@ -62,6 +62,7 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
     report = evaluate_record(record, as_of, settings.trial)
     key = patient_key(req.fhir_server, req.patient_id)
     cards: list[dict[str, Any]] = []
+    issued: list[IssuedCard] = []
     suppressed = False
     if report.overall != "not-applicable":
         # an indexed read; WAL readers do not wait for the writer, so it stays on the loop
@@ -69,10 +70,10 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
         if not suppressed:
             card = make_card(report)
             assert card is not None
-            service.writer.submit(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
+            issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
             cards.append(card)
     total_ms = round((time.perf_counter() - started) * 1000)
-    service.writer.submit(AuditRow(
+    service.writer.submit(*issued, AuditRow(
         evaluated_at=datetime.now(UTC), issuer=issuer, hook_instance=req.hook_instance, fhir_server=req.fhir_server,
         patient_id=req.patient_id, verdict=report.overall, cohort=report.cohort,
         statuses={c.id: c.status for c in report.criteria}, trial_version=trial.version, as_of=as_of.isoformat(),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Engine, Integer, String, Table, Text, insert, select
+from sqlalchemy import Boolean, Column, Connection, Engine, Integer, String, Table, Text, insert, select
 
 from .db import UTCDateTime, metadata
 
@@ -51,10 +51,9 @@ class AuditRow:
     duration_ms: int
 
 
-def write_audit(engine: Engine, rows: list[AuditRow]) -> None:
-    with engine.begin() as conn:
-        conn.execute(insert(audit), [{**vars(r), "statuses": json.dumps(r.statuses, sort_keys=True)}
-                                     for r in rows])
+def write_audit(conn: Connection, rows: list[AuditRow]) -> None:
+    """Append audit rows inside the caller's transaction."""
+    conn.execute(insert(audit), [{**vars(r), "statuses": json.dumps(r.statuses, sort_keys=True)} for r in rows])
 
 
 def read_audit(engine: Engine, since: datetime | None = None) -> Iterator[dict[str, Any]]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, bindparam, delete, func, select
 
 from .audit import AuditRow, read_audit, write_audit
 from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, jwt_ids, make_engine
@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 
 # An EHR clock a little ahead of ours must not make a fresh dismissal look like "not yet happened".
 CLOCK_SKEW = timedelta(minutes=5)
+# Asked on every hook: built once (building the expression costs more than SQLite answering it).
+_SUPPRESSED = (
+    select(feedback.c.id)
+    .select_from(issued_cards.join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid))
+    .where(
+        issued_cards.c.patient_key == bindparam("patient_key"),
+        issued_cards.c.verdict == bindparam("verdict"),
+        feedback.c.outcome == "overridden",
+        feedback.c.outcome_timestamp >= bindparam("since"),
+        feedback.c.outcome_timestamp <= bindparam("until"),
+    )
+    .limit(1)
+)
 
 
 class Store:
@@ -35,20 +48,26 @@ class Store:
         self.record_cards([card])
 
     def write_batch(self, items: list[IssuedCard | AuditRow]) -> None:
-        """The background writer's batch: issued cards and audit rows."""
+        """The background writer's batch: issued cards and audit rows, in one transaction."""
         cards = [i for i in items if isinstance(i, IssuedCard)]
         rows = [i for i in items if isinstance(i, AuditRow)]
-        if cards:
-            self.record_cards(cards)
-        if rows:
-            write_audit(self._engine, rows)
+        with self._engine.begin() as conn:
+            if cards:
+                self._insert_cards(conn, cards)
+            if rows:
+                write_audit(conn, rows)
 
     def audit_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """The audit trail, oldest first (for `axiom-cds audit export`)."""
         return read_audit(self._engine, since)
 
     def record_cards(self, cards: list[IssuedCard]) -> None:
-        """Remember several cards in one transaction (the background writer's batches)."""
+        """Remember several cards in one transaction."""
+        with self._engine.begin() as conn:
+            self._insert_cards(conn, cards)
+
+    @staticmethod
+    def _insert_cards(conn: Connection, cards: list[IssuedCard]) -> None:
         rows = [{
             "card_uuid": canonical_uuid(card.card_uuid),
             "patient_key": card.patient_key,
@@ -56,9 +75,8 @@ class Store:
             "trial_version": card.trial_version,
             "issued_at": require_aware(card.issued_at, "issued_at"),
         } for card in cards]
-        with self._engine.begin() as conn:
-            for row in rows:
-                insert_ignore(conn, issued_cards, row, ["card_uuid"])
+        for row in rows:
+            insert_ignore(conn, issued_cards, row, ["card_uuid"])
 
     def add_feedback(self, items: list[Feedback]) -> int:
         """Store feedback once per (card, outcome, outcome timestamp); return how many items were new.
@@ -84,20 +102,10 @@ class Store:
         require_aware(now, "now")
         if days <= 0:
             return False
-        stmt = (
-            select(feedback.c.id)
-            .select_from(issued_cards.join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid))
-            .where(
-                issued_cards.c.patient_key == patient_key,
-                issued_cards.c.verdict == verdict,
-                feedback.c.outcome == "overridden",
-                feedback.c.outcome_timestamp >= now - timedelta(days=days),
-                feedback.c.outcome_timestamp <= now + CLOCK_SKEW,
-            )
-            .limit(1)
-        )
+        params = {"patient_key": patient_key, "verdict": verdict, "since": now - timedelta(days=days),
+                  "until": now + CLOCK_SKEW}
         with self._engine.connect() as conn:
-            return conn.execute(stmt).first() is not None
+            return conn.execute(_SUPPRESSED, params).first() is not None
 
     def feedback_for(self, card_uuid: str) -> list[Feedback]:
         """Every stored feedback item for one card, oldest outcome first (for audits and reports)."""

@@ -27,8 +27,9 @@ class BackgroundWriter(Generic[T]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item: T) -> None:
-        self._queue.put(item)
+    def submit(self, *items: T) -> None:
+        """Queue rows; rows submitted together are written in the same batch (one transaction)."""
+        self._queue.put(items)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything submitted so far is written (tests, shutdown)."""
@@ -49,10 +50,10 @@ class BackgroundWriter(Generic[T]):
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            items = [b for b in batch if b is not _STOP and not isinstance(b, threading.Event)]
+            items = [item for b in batch if isinstance(b, tuple) for item in b]
             if items:
                 try:
-                    self._write(items)  # type: ignore[arg-type]
+                    self._write(items)
                 except Exception:  # keep writing later batches; say how many rows were lost, nothing else
                     log.exception("background write of %d rows failed", len(items))
             for b in batch:
