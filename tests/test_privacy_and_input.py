@@ -138,3 +138,45 @@ def test_prefetch_of_the_wrong_types_or_another_patient_is_not_used(service: Ser
     assert "| platelets |" in card["detail"] and "20,000" not in card["detail"]
     assert "another patient" in card["detail"]
     assert "'performance' came back as Patient, not a Bundle" in card["detail"]
+
+
+# The prefetch is decoded lazily (adapter/fhir/wire.py): what it skips must still be checked, and a value
+# it cannot decode lazily must still be reported as precisely as before.
+
+def _labs_bundle_bytes(resource: bytes) -> bytes:
+    body = orjson.dumps(hook(prefetch={"labs": "LABS"}))
+    return body.replace(b'"LABS"', b'{"resourceType":"Bundle","type":"searchset","entry":[{"resource":' + resource
+                        + b"}]}")
+
+
+@pytest.mark.parametrize("resource", [
+    b'{"resourceType":"Observation","id":"\xff\xfe"}',  # not UTF-8, inside a resource the decoder skips
+    b"[" * 3000 + b"]" * 3000,  # nested past any sane depth
+    b'{"resourceType":"Observation",}',  # broken JSON deep inside the prefetch
+])
+def test_broken_json_inside_a_prefetched_resource_is_a_400(service: ServiceServer, resource: bytes) -> None:
+    response = httpx.post(service.hook_url, content=_labs_bundle_bytes(resource),
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(("labs", "said"), [
+    ("a string", "'labs' came back as str, not a Bundle"),
+    ({"resourceType": "Bundle", "entry": {"resource": {}}}, "malformed Bundle (not a FHIR Bundle (entry is not a list"),
+    ({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing",
+                                                     "diagnostics": "labs system down"}]},
+     "'labs' came back as an OperationOutcome (labs system down)"),
+])
+def test_an_unusable_prefetch_search_makes_its_criteria_unknown_with_the_reason(
+        service: ServiceServer, labs: Any, said: str) -> None:
+    bundle = patient_bundle()
+    prefetch = {"patient": bundle["entry"][0]["resource"], "labs": labs, "not-a-template-of-ours": [1, {"x": None}],
+                "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [bundle["entry"][1]]}}
+    response = httpx.post(service.hook_url, json=hook(prefetch=prefetch))
+    assert response.status_code == 200
+    detail = response.json()["cards"][0]["detail"]
+    assert said in detail
+    # no platelet count could be read, so the criterion is unknown, never not-met
+    row = next(line for line in detail.splitlines() if line.startswith("| platelets |"))
+    assert row.endswith("| unknown |") and "data could not be obtained" in row

@@ -14,6 +14,7 @@ as absent. UTF-8 is checked for the whole document up front, because skipped JSO
 from __future__ import annotations
 
 import functools
+from collections.abc import Container
 from typing import Any
 
 import msgspec
@@ -77,7 +78,7 @@ class Head(msgspec.Struct, gc=False):
             return period.end if period.end is not None else period.start
         return None
 
-    def code_in(self, system: str, codes: dict[str, Any] | frozenset[str]) -> str | None:
+    def code_in(self, system: str, codes: Container[str]) -> str | None:
         """The first of the resource's codes in `system` that is one of `codes`."""
         if self.code is None or self.code.coding is None:
             return None

@@ -1,0 +1,105 @@
+"""The lazy reading of FHIR JSON (adapter/fhir/wire.py) decides exactly as a whole parse would."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from adapter.criteria.model import EligibilityReport
+from adapter.engine import evaluate_bundle, evaluate_record
+from adapter.errors import InputError
+from adapter.fhir.bundle import bundle_entries
+from adapter.fhir.record import assemble
+from adapter.fhir.wire import Lazy, head_and_resource, head_of, load_resource
+from adapter.synth import fhir
+from tests.helpers import AS_OF, PID, SUBJECT, asps, lab
+
+FIXTURES = sorted(Path(__file__).parent.joinpath("fixtures").glob("*.json"))
+
+
+def status(report: EligibilityReport, criterion: str) -> str:
+    return next(c.status for c in report.criteria if c.id == criterion)
+
+
+def parsed_whole(data: bytes) -> EligibilityReport:
+    """The reference reading: every resource parsed into a dict first."""
+    patients, entries = bundle_entries(orjson.loads(data))
+    return evaluate_record(assemble(patients[0][0], patients[0][1], entries), AS_OF)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_lazy_and_whole_readings_give_the_same_report_for_every_fixture(path: Path) -> None:
+    data = path.read_bytes()
+    assert isinstance(load_resource(data), Lazy)
+    assert evaluate_bundle(data, AS_OF).to_json() == parsed_whole(data).to_json()
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_the_fast_head_equals_the_tolerant_head_of_every_fixture_resource(path: Path) -> None:
+    bundle = load_resource(path.read_bytes())
+    assert isinstance(bundle, Lazy) and bundle.entry
+    for item in bundle.entry:
+        head, resource = head_and_resource(item.resource)
+        assert resource is None, "a well-formed fixture resource needs no tolerant reading"
+        assert head == head_of(orjson.loads(bytes(item.resource)))
+
+
+def _odd(resource: dict[str, Any], where: str) -> dict[str, Any]:
+    if where == "code":
+        resource["code"]["coding"].insert(0, {"system": 42, "code": "PLT"})
+    else:  # an element Observation does not have, of a type the head decoder does not expect
+        resource["patient"] = 5
+    return resource
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    # not valid FHIR R4 in an element the criteria read: never evidence, and said so
+    ("code", "unknown"),
+    # odd only outside what the criteria read: the count stands, and 50,000/uL is too low
+    ("elsewhere", "not-met"),
+])
+def test_a_resource_whose_head_has_an_unexpected_type_is_read_the_tolerant_way(where: str, expected: str) -> None:
+    platelets = _odd(lab("26515-7", 50000, "/uL", ucum="/uL"), where)
+    data = orjson.dumps(fhir.bundle([fhir.patient(PID, "1990-05-02", "female"), asps(), platelets]))
+    item = load_resource(data).entry[-1]
+    head, resource = head_and_resource(item.resource)
+    assert resource is not None, "the fast head decoder refuses it"
+    assert head is not None and head.code_in("http://loinc.org", {"26515-7"}) == "26515-7"
+    report = evaluate_bundle(data, AS_OF)
+    assert status(report, "platelets") == expected
+    if expected == "unknown":
+        assert "not valid FHIR R4" in orjson.dumps(report.to_json()).decode()
+    assert report.to_json() == parsed_whole(data).to_json()
+
+
+@pytest.mark.parametrize(("mutate", "why"), [
+    (lambda b: b.__setitem__("entry", {"resource": {}}), "entry is not a list"),
+    (lambda b: b["entry"].append("not an object"), "an entry is not an object"),
+])
+def test_malformed_bundles_get_the_same_error_as_before(mutate: Any, why: str) -> None:
+    bundle = fhir.bundle([fhir.patient(PID, "1990-05-02", "female"), asps()])
+    mutate(bundle)
+    with pytest.raises(InputError, match=why):
+        evaluate_bundle(orjson.dumps(bundle), AS_OF)
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b'{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient", "id": "\xff"}}]}', "UTF-8"),
+    (b'{"resourceType": "Bundle", "entry": [{"resource": ' + b"[" * 3000 + b"]" * 3000 + b"}]}", "not JSON"),
+    (b'{"resourceType": "Bundle", "entry": [}', "not JSON"),
+])
+def test_what_the_lazy_reader_skips_is_still_checked(data: bytes, why: str) -> None:
+    with pytest.raises(InputError, match=why):
+        evaluate_bundle(data, AS_OF)
+
+
+def test_an_entry_stays_unparsed_until_read() -> None:
+    bundle = fhir.bundle([fhir.patient(PID, "1990-05-02", "female"), lab("777-3", 250, "K/uL", ucum="10*3/uL")])
+    _, entries = bundle_entries(load_resource(orjson.dumps(bundle)))
+    (entry,) = entries
+    assert entry._resource is None and entry.head.subject_reference() == SUBJECT
+    assert entry.resource == copy.deepcopy(bundle["entry"][1]["resource"])
