@@ -1,7 +1,8 @@
 """Benchmark: the CDS Hooks service over HTTP, against baselines measured in the same run.
 
 (a) patient-view with the full prefetch of the realistic record vs a bare FastAPI endpoint that only
-    parses the same body: same uvicorn settings (1 worker, gc tuning), same client, sequential.
+    parses the same body (orjson.loads, a whole parse; the service reads the prefetch lazily, see
+    adapter/fhir/wire.py): same uvicorn settings (1 worker, gc tuning), same client, sequential.
     Target: p50 and p99 within 1.5x.
 (b) patient-view without prefetch (fhirServer = sekmet-fhir holding the realistic record) vs the slowest
     single FHIR request chain the hook makes (each search with its pages, and the Patient read, timed
