@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..errors import InputError
 from .record import KEPT_TYPES, PatientRecord, assemble
-from .wire import Entry, Lazy, head_and_resource, load_json, load_resource
+from .wire import Entry, Head, Lazy, head_and_resource, head_of, load_resource
 
 
 def read_bytes(path: Path) -> bytes:
@@ -23,10 +26,40 @@ def _same_patient(a: tuple[dict[str, Any], str | None], b: tuple[dict[str, Any],
     return bool(a[1]) and a[1] == b[1]
 
 
-def bundle_entries(bundle: Any) -> tuple[list[tuple[dict[str, Any], str | None]], list[Entry]]:
-    """Split a Bundle (lazy, or parsed JSON) into its Patients and the other resources we might use."""
+def bundle_entries(bundle: Any, since: str | None = None
+                   ) -> tuple[list[tuple[dict[str, Any], str | None]], list[Entry]]:
+    """Split a Bundle (lazy, or parsed JSON) into its Patients and the other resources we might use.
+
+    `since` (an ISO date): Observations effective before it, or undated, are left out before they
+    become entries — a prefetch holds years of results where a search would have held one.
+    """
+    patients: list[tuple[dict[str, Any], str | None]] = []
+    entries: list[Entry] = []
+    for head, full_url, raw, resource in _resources(bundle):
+        kind = head.resourceType
+        if kind == "Patient":
+            candidate = (Entry(head, full_url, raw, resource).resource, full_url)
+            if not any(_same_patient(candidate, p) for p in patients):
+                patients.append(candidate)
+        elif kind in KEPT_TYPES:
+            if since is not None and kind == "Observation" and (head.effective_text() or "") < since:
+                continue
+            entries.append(Entry(head, full_url, raw, resource))
+    return patients, entries
+
+
+_Item = tuple[Head, str | None, msgspec.Raw | None, dict[str, Any] | None]
+
+
+def _resources(bundle: Any) -> Iterator[_Item]:
+    """(head, fullUrl, raw JSON, parsed resource) for each resource of the Bundle; raw or parsed may be
+    None (lazy entries are parsed later). InputError when this is not a Bundle."""
     if isinstance(bundle, Lazy):
-        return _lazy_bundle_entries(bundle)
+        for item in bundle.entry or ():
+            head, resource = head_and_resource(item.resource)
+            if head is not None:  # else not an object, e.g. a transaction-response entry without a resource
+                yield head, item.fullUrl if isinstance(item.fullUrl, str) else None, item.resource, resource
+        return
     if not isinstance(bundle, dict):
         raise InputError("not a FHIR Bundle (the JSON is not an object)")
     rtype = bundle.get("resourceType")
@@ -35,42 +68,13 @@ def bundle_entries(bundle: Any) -> tuple[list[tuple[dict[str, Any], str | None]]
     raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
         raise InputError("not a FHIR Bundle (entry is not a list)")
-    patients: list[tuple[dict[str, Any], str | None]] = []
-    entries: list[Entry] = []
     for item in raw_entries:
         if not isinstance(item, dict):
             raise InputError("not a FHIR Bundle (an entry is not an object)")
         resource = item.get("resource")
-        if not isinstance(resource, dict):
-            continue  # e.g. a transaction-response entry without a resource
-        full_url = item.get("fullUrl") if isinstance(item.get("fullUrl"), str) else None
-        kind = resource.get("resourceType")
-        if kind == "Patient":
-            candidate = (resource, full_url)
-            if not any(_same_patient(candidate, p) for p in patients):
-                patients.append(candidate)
-        elif kind in KEPT_TYPES:
-            entries.append(Entry.from_dict(resource, full_url))
-    return patients, entries
-
-
-def _lazy_bundle_entries(bundle: Lazy) -> tuple[list[tuple[dict[str, Any], str | None]], list[Entry]]:
-    """`bundle_entries` for a lazy Bundle: the same split, reading only each resource's head."""
-    patients: list[tuple[dict[str, Any], str | None]] = []
-    entries: list[Entry] = []
-    for item in bundle.entry or ():
-        head, resource = head_and_resource(item.resource)
-        if head is None:
-            continue  # not an object, e.g. a transaction-response entry without a resource
-        full_url = item.fullUrl if isinstance(item.fullUrl, str) else None
-        kind = head.resourceType
-        if kind == "Patient":
-            candidate = (resource if resource is not None else load_json(item.resource), full_url)
-            if not any(_same_patient(candidate, p) for p in patients):
-                patients.append(candidate)
-        elif kind in KEPT_TYPES:
-            entries.append(Entry(head, full_url, item.resource, resource))
-    return patients, entries
+        if isinstance(resource, dict):
+            full_url = item.get("fullUrl")
+            yield head_of(resource), full_url if isinstance(full_url, str) else None, None, resource
 
 
 def record_from_bytes(data: bytes) -> PatientRecord:

@@ -131,12 +131,8 @@ MERGED = "+"
 async def _prefetched(client: SessionClient | None, bundle: Any, search: Search) -> list[Entry]:
     """A prefetched result, held to its search's date floor: prefetch templates cannot carry dates, so
     an EHR sends the whole history where a fetch would have sent the last year or so."""
-    entries = await collect_pages(client, bundle, search.key)
     floor = search.params.get("date", "")
-    if not floor.startswith("ge"):
-        return entries
-    since = floor[2:]
-    return [e for e in entries if e.head.resourceType != "Observation" or (e.head.effective_text() or "") >= since]
+    return await collect_pages(client, bundle, search.key, since=floor[2:] if floor.startswith("ge") else None)
 
 
 def merge_searches(searches: list[Search]) -> list[Search]:

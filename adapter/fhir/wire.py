@@ -132,10 +132,6 @@ class Entry:
         self._raw = raw
         self._resource = resource
 
-    @classmethod
-    def from_dict(cls, resource: Resource, full_url: str | None = None) -> Entry:
-        return cls(head_of(resource), full_url, resource=resource)
-
     @property
     def resource(self) -> Resource:
         """The whole resource as parsed JSON (parsed once, on first use)."""

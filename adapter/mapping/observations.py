@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
@@ -221,9 +221,8 @@ def valid_fhir(entry: Entry) -> str | None:
 # --------------------------------------------------------------------------- selection
 
 
-@dataclass(frozen=True)
-class Indexed:
-    """An Observation of an input, with its date read once."""
+class Indexed(NamedTuple):
+    """An Observation of an input, with its date read once (a tuple: a record indexes hundreds)."""
 
     entry: Entry
     code: tables.ObservationCode
