@@ -103,3 +103,30 @@ def test_an_entry_stays_unparsed_until_read() -> None:
     (entry,) = entries
     assert entry._resource is None and entry.head.subject_reference() == SUBJECT
     assert entry.resource == copy.deepcopy(bundle["entry"][1]["resource"])
+
+
+def _platelets_report(newer_value: bytes, *, with_older: bool = True) -> dict[str, Any]:
+    older = [lab("26515-7", 150000, "/uL", ucum="/uL", ago=20)] if with_older else []
+    newer = lab("26515-7", 12345, "/uL", ucum="/uL", ago=3)
+    data = orjson.dumps(fhir.bundle([fhir.patient(PID, "1990-05-02", "female"), asps(), *older, newer]))
+    data = data.replace(b'"value":12345.0', b'"value":' + newer_value)
+    assert newer_value in data
+    report = evaluate_bundle(data, AS_OF).to_json()
+    return next(c for c in report["criteria"] if c["id"] == "platelets")
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    (b"1e400", "not valid FHIR R4"),  # valid JSON out of a double's range: skipped by msgspec, refused by orjson
+    (b'"12"', "has no value"),  # a string where FHIR JSON has a number
+])
+def test_a_newer_result_that_cannot_be_used_is_passed_over_and_said_so(value: bytes, why: str) -> None:
+    # The most recent *valid* value decides (DESIGN: use the most recent valid value in the window), but a
+    # met criterion must not hide that a newer platelet count exists and could not be read.
+    row = _platelets_report(value)
+    assert row["status"] == "met" and row["observed"].endswith("(2026-11-01)")
+    assert "a newer result (2026-11-18) was not used" in row["note"] and why in row["note"]
+
+
+def test_an_unreadable_result_alone_is_unknown_never_not_met() -> None:
+    row = _platelets_report(b"1e400", with_older=False)
+    assert row["status"] == "unknown" and "not valid FHIR R4" in row["note"]

@@ -38,6 +38,12 @@ class Usable:
     m: Measurement
     value: Interval
     notes: tuple[str, ...]
+    unreadable: tuple[str, ...] = ()
+
+    def notes_for(self, status: str) -> tuple[str, ...]:
+        """What to say about the values passed over: everything unless the criterion is met; when it
+        is met, still that a newer result could not be read (it might have said otherwise)."""
+        return self.notes if status != "met" else self.unreadable
 
 
 def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
@@ -64,7 +70,7 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
         why = m.unit_error or "the value is not a quantity"
         return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=[m.ref or ""],
                                note=f"cannot use the {what} {m.original}: {why}")
-    return Usable(m, m.value, tuple(sel.notes))
+    return Usable(m, m.value, tuple(sel.notes), tuple(sel.unreadable))
 
 
 def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: str) -> tuple[float, str, str | None]:

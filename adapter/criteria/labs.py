@@ -37,7 +37,7 @@ def threshold(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     observed = f"{m.dated} {conversion}" if conversion else m.dated
     return CriterionResult(cid, status, requirement, observed=observed, evidence=[m.ref or ""],
                            note=join(" ".join(note.split()) if note else None, m.caveat,
-                                     *(found.notes if status != "met" else [])))
+                                     *found.notes_for(status)))
 
 
 def _uln_requirement(rule: dict[str, object], modifier_title: str) -> str:
@@ -76,5 +76,5 @@ def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
         cid, status, requirement,
         observed=f"{m.dated}, {uln_text}" + (f" ({ratio})" if ratio else ""),
         evidence=[m.ref or "", *(c.ref or "" for c in modifiers)],
-        note=join(*notes, m.caveat, *(found.notes if status != "met" else [])),
+        note=join(*notes, m.caveat, *found.notes_for(status)),
     )

@@ -56,7 +56,7 @@ def performance_status(facts: Facts, trial: Trial) -> CriterionResult:
         disagree = "ECOG and Karnofsky disagree; either meeting its threshold is enough by the protocol" \
             if any(ok is False for _, ok, _ in results) else None
         return CriterionResult("performance-status", "met", requirement, observed=observed, evidence=evidence,
-                               note=disagree)
+                               note=join(disagree, *ecog.unreadable, *kps.unreadable))
     if results and all(ok is False for _, ok, _ in results):
         return CriterionResult("performance-status", "not-met", requirement, observed=observed,
                                evidence=evidence, note=f"performance status worse than ECOG {fmt(ecog_max)} "
@@ -114,7 +114,8 @@ def hiv(facts: Facts, trial: Trial) -> CriterionResult:
                                else sel.absence("HIV-1 viral load", window))
     if result is True:
         return CriterionResult("hiv", "met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
-                               note="undetectable viral load; confirm the patient is on effective ART")
+                               note=join("undetectable viral load; confirm the patient is on effective ART",
+                                         *sel.unreadable))
     if result is False:
         return CriterionResult("hiv", "not-met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
                                note=f"detectable HIV-1 viral load ({vl.original})")

@@ -95,7 +95,7 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
     return CriterionResult(
         CID, status, requirement, observed=observed,
         evidence=[scr.ref or "", *b_evidence],
-        note=join(why, assumed, paediatric, scr.caveat, *(found.notes if status != "met" else [])),
+        note=join(why, assumed, paediatric, scr.caveat, *found.notes_for(status)),
     )
 
 

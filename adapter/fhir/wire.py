@@ -14,6 +14,7 @@ as absent. UTF-8 is checked for the whole document up front, because skipped JSO
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Container
 from typing import Any
 
@@ -137,7 +138,7 @@ class Entry:
         """The whole resource as parsed JSON (parsed once, on first use)."""
         if self._resource is None:
             assert self._raw is not None
-            self._resource = orjson.loads(memoryview(self._raw))
+            self._resource = _parse(self._raw)
             self._raw = None
         return self._resource
 
@@ -239,6 +240,19 @@ def load_hook(data: bytes, prefetch_keys: tuple[str, ...], eager_keys: frozenset
     return out
 
 
+def _parse(raw: msgspec.Raw) -> Any:
+    """One resource's JSON, already checked by msgspec's decoder (syntax) and `check_utf8`.
+
+    The one thing msgspec lets through when skipping and orjson refuses is a number out of a double's
+    range (`1e400`): the standard library reads it as ±inf, which the FHIR validation then refuses, so
+    that resource alone is reported as not valid FHIR instead of failing the whole request late.
+    """
+    try:
+        return orjson.loads(memoryview(raw))
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(raw))
+
+
 def head_and_resource(raw: msgspec.Raw) -> tuple[Head | None, Resource | None]:
     """A resource's Head; and the parsed resource too when the head had to be read the tolerant way.
 
@@ -247,7 +261,7 @@ def head_and_resource(raw: msgspec.Raw) -> tuple[Head | None, Resource | None]:
     try:
         return _HEAD.decode(raw), None
     except msgspec.ValidationError:
-        resource = orjson.loads(memoryview(raw))
+        resource = _parse(raw)
         if not isinstance(resource, dict):
             return None, None
         return head_of(resource), resource

@@ -60,6 +60,7 @@ class Selection:
     chosen: Measurement | None = None
     stale: Measurement | None = None  # most recent value before the window, when none is inside
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # newer results passed over: invalid, no value
 
     def absence(self, what: str, window_days: int) -> str:
         """Plain-language reason a value is missing, for the criterion's note."""
@@ -308,13 +309,11 @@ class ObservationIndex:
                 if sel.stale is not None:
                     break
                 continue
-            invalid = self.invalid(entry)
-            if invalid:
-                sel.notes.append(invalid)
-                continue
-            m = measure(entry, obs_code, when, when_str)
+            m = None if self.invalid(entry) else measure(entry, obs_code, when, when_str)
             if m is None:
-                sel.notes.append(f"{entry.ref or 'an Observation'} has no value")
+                why = self.invalid(entry) or f"{entry.ref or 'an Observation'} has no value"
+                sel.notes.append(why)
+                sel.unreadable.append(f"a newer result ({when_str[:10]}) was not used: {why}")
                 continue
             sel.chosen = m
             break
