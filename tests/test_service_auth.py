@@ -141,3 +141,22 @@ async def test_concurrent_replay_checks_are_batched_and_a_duplicate_is_refused_o
     assert sum(results) == 56
     assert await guard.is_new(ISS, "jti-3", expires) is False  # and later, still a replay
     store.close()
+
+
+def test_an_issuers_own_fhir_server_list_holds_its_hooks(tmp_path: Path) -> None:
+    """Each EHR may name only its own FHIR servers; an issuer without a list falls back to the
+    service-wide one (here: none, so anything)."""
+    other_iss = "https://other-ehr.example"
+    unreachable = "http://127.0.0.1:9/fhir"  # the discard port: a call there fails at once
+    settings = service_settings(tmp_path, auth_required=True, trusted_issuers=[
+        IssuerConfig(iss=ISS, jwks=JWKS, fhir_servers=["https://fhir.hospital.example/r4"]),
+        IssuerConfig(iss=other_iss, jwks=JWKS)])
+    with running_service(settings) as server:
+        url = server.base_url + "/cds-services/axiom-eligibility"
+        body = {**HOOK, "fhirServer": unreachable}
+        held = httpx.post(url, json=body, headers=bearer(token(url)))
+        assert held.status_code == 412
+        assert "not one this service is allowed to call" in held.json()["issue"][0]["diagnostics"]
+        tried = httpx.post(url, json=body, headers=bearer(token(url, iss=other_iss)))
+        assert tried.status_code == 412  # called, and could not reach it
+        assert "cannot reach the FHIR server" in tried.json()["issue"][0]["diagnostics"]

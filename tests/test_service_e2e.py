@@ -26,6 +26,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from adapter.cds.hook import may_call
 from adapter.cli import app as cli_app
 from adapter.fhir.gather import merge_searches
 from adapter.fhir.queries import searches
@@ -849,3 +850,54 @@ def test_cors_on_the_real_responses(http: httpx.Client, cds_service: ServiceServ
     assert response.status_code == 200 and response.headers["access-control-allow-origin"] == SANDBOX
     error = post_hook(http, cds_service, b"[]", headers=origin)  # errors must be readable by the page too
     assert error.status_code == 400 and error.headers["access-control-allow-origin"] == SANDBOX
+
+
+# --------------------------------------------------------------- 13. which FHIR servers the service may call
+
+
+def test_a_fhir_server_off_the_allow_list_is_never_called_and_the_card_says_why(
+        http: httpx.Client, cds_service_factory: Callable[..., ServiceServer], fhir_server: FhirTestServer,
+        loaded: None, templates: dict[str, str], proxy: RecordingProxy) -> None:
+    """A hook's fhirServer is the caller's choice: with AXIOM_FHIR_SERVERS set, nothing else is called,
+    so a caller cannot point the service (and the EHR's token) at an address of its choosing."""
+    service = cds_service_factory(fhir_servers=["https://ehr.hospital.example/fhir"])
+    pid = patient_id(fixture_bundle("asps-likely-eligible"))
+    proxy.clear()
+    refused = post_hook(http, service, hook_body(pid, fhir_server=proxy.base_url, token=TOKEN))
+    assert refused.status_code == 412
+    assert "not one this service is allowed to call" in refused.json()["issue"][0]["diagnostics"]
+    prefetch = ehr_prefetch(http, fhir_server.base_url, templates, pid, keys={"patient", "conditions"})
+    card = only_card(call_hook(http, service, hook_body(pid, prefetch=prefetch, fhir_server=proxy.base_url,
+                                                        token=TOKEN)))
+    st, patient_cell = status(card, "platelets")
+    assert st == "unknown" and "not one this service is allowed to call" in patient_cell
+    assert status(card, "diagnosis")[0] == "met", "what was prefetched is still used"
+    assert proxy.seen() == [], "the FHIR server (and the token) were never contacted"
+
+
+def test_a_fhir_server_on_the_allow_list_is_called(
+        http: httpx.Client, cds_service_factory: Callable[..., ServiceServer], fhir_server: FhirTestServer,
+        loaded: None, templates: dict[str, str], proxy: RecordingProxy) -> None:
+    service = cds_service_factory(fhir_servers=["https://ehr.hospital.example/fhir", proxy.base_url])
+    name = "asps-likely-eligible"
+    pid = patient_id(fixture_bundle(name))
+    proxy.clear()
+    card = only_card(call_hook(http, service, hook_body(pid, fhir_server=proxy.base_url, token=TOKEN)))
+    assert proxy.seen() and all(r.authorization == f"Bearer {TOKEN}" for r in proxy.seen())
+    assert_card_matches_report(card, cli_report(name))
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("https://ehr.example/fhir", True),
+    ("https://ehr.example/fhir/", True),
+    ("https://ehr.example/fhir/tenant-a", True),  # under the base
+    ("https://ehr.example/fhirx", False),  # a look-alike path
+    ("https://ehr.example/other", False),
+    ("http://ehr.example/fhir", False),  # another scheme
+    ("https://ehr.example:8443/fhir", False),  # another port
+    ("https://evil.example/fhir", False),
+    ("https://ehr.example.evil.example/fhir", False),
+])
+def test_what_the_allow_list_matches(url: str, allowed: bool) -> None:
+    assert may_call(url, ["https://ehr.example/fhir"]) is allowed
+    assert may_call(url, []) is True  # no list: any server (the service warns at start when auth is on)

@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_request_ids()
 
     issuers = issuers_from_settings(settings.trusted_issuers, settings.trust_presets, PRESETS)
+    servers_of = {i.iss: i.fhir_servers for i in issuers}
     if settings.auth_required and not issuers:
         raise ValueError("authentication is required but no trusted issuer is configured "
                          "(AXIOM_TRUSTED_ISSUERS / AXIOM_TRUST_PRESETS, or --no-auth for a local sandbox)")
@@ -98,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth = Authenticator(issuers, KeySets(jwks_http), ReplayGuard(store).is_new,
                                        settings.jwt_clock_skew_s) \
             if settings.auth_required else None
+        if settings.auth_required and not settings.fhir_servers and not all(servers_of.values()):
+            log.warning("No FHIR server allow-list (AXIOM_FHIR_SERVERS): a trusted EHR's hook can make this "
+                        "service call any URL it names as fhirServer. List the EHRs' FHIR base URLs.")
         if not settings.auth_required:
             log.warning("AUTHENTICATION IS OFF (--no-auth): any caller can use this service. "
                         "Only for a local sandbox on 127.0.0.1 — never in front of real patient data.")
@@ -175,9 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hook = parse_hook_request(load_hook(await request.body(), prefetch_keys, eager_keys))
         except InputError as exc:
             return operation_outcome(400, str(exc))
+        issuer = getattr(request.state, "issuer", None)
+        allowed = servers_of.get(str(issuer)) or settings.fhir_servers
         try:
-            return json_response(await patient_view(hook, request.app.state.service,
-                                                    getattr(request.state, "issuer", None)))
+            return json_response(await patient_view(hook, request.app.state.service, issuer, allowed))
         except (FhirServerError, InputError) as exc:  # InputError: the Patient itself was not valid FHIR
             log.info("hook refused", extra={"hook_instance": hook.hook_instance, "status": 412,
                                             "patient_hash": patient_key(hook.fhir_server, hook.patient_id),

@@ -40,6 +40,7 @@ class TrustedIssuer:
     allowed_jku: tuple[str, ...] = ()
     tenant: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    fhir_servers: tuple[str, ...] = ()  # the FHIR servers its hooks may name; () = the service-wide list
 
     def __post_init__(self) -> None:
         unsafe = [a for a in self.algorithms if a not in (*DEFAULT_ALGORITHMS, *OPTIONAL_ALGORITHMS)]
@@ -107,7 +108,8 @@ def issuers_from_settings(configured: list[Any], presets: list[str],
     if unknown:
         raise ValueError(f"unknown issuer presets {unknown}; known: {sorted(known_presets)}")
     return [*(TrustedIssuer(iss=c.iss, jwks_url=c.jwks_url, jwks=c.jwks, allowed_jku=tuple(c.allowed_jku),
-                            tenant=c.tenant, algorithms=tuple(c.algorithms)) for c in configured),
+                            tenant=c.tenant, algorithms=tuple(c.algorithms), fhir_servers=tuple(c.fhir_servers))
+              for c in configured),
             *(known_presets[p] for p in presets)]
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from yarl import URL
+
 from ..engine import evaluate_record
-from ..fhir.client import SessionClient
-from ..fhir.gather import GatherStats, gather_record
+from ..fhir.client import SessionClient, same_server
+from ..fhir.gather import NO_SERVER, GatherStats, gather_record
 from ..fhir.queries import searches
 from ..fhir.sessions import SessionPool
 from ..report.card import card as make_card
@@ -42,14 +45,27 @@ def patient_key(fhir_server: str | None, patient_id: str) -> str:
     return hashlib.sha256(f"{fhir_server or '-'}|{patient_id}".encode()).hexdigest()[:32]
 
 
-async def patient_view(req: HookRequest, service: Service, issuer: str | None = None) -> dict[str, Any]:
+def may_call(fhir_server: str, allowed: Sequence[str]) -> bool:
+    """Whether the service may call this FHIR server: at or under an allowed base, or anything when no
+    list is configured. A hook's fhirServer is the caller's choice; without a list, a trusted caller could
+    make the service fetch any URL it can reach (server-side request forgery)."""
+    return not allowed or any(same_server(fhir_server, base) for base in allowed)
+
+
+async def patient_view(req: HookRequest, service: Service, issuer: str | None = None,
+                       allowed_servers: Sequence[str] = ()) -> dict[str, Any]:
     """The CDS Hooks response body. Raises FhirServerError (→ 412) when the Patient cannot be had."""
     started = time.perf_counter()
     settings = service.settings
     trial = load_trial(settings.trial)
     as_of = service.as_of()
     client = None
-    if req.fhir_server is not None:
+    no_server = NO_SERVER
+    if req.fhir_server is not None and not may_call(req.fhir_server, allowed_servers):
+        no_server = "the hook's fhirServer is not one this service is allowed to call"
+        log.warning("fhirServer not allowed: not called", extra={
+            "hook_instance": req.hook_instance, "issuer": issuer, "fhir_host": URL(req.fhir_server).host})
+    elif req.fhir_server is not None:
         breaker = service.sessions.breaker(req.fhir_server, settings.fhir_breaker_failures,
                                            settings.fhir_breaker_cooldown_s, settings.fhir_breaker_first_cooldown_s)
         client = SessionClient(req.fhir_server, service.sessions.get(req.fhir_server), req.access_token,
@@ -58,7 +74,7 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
                                max_entries_per_page=settings.fhir_max_entries_per_page)
     stats = GatherStats()
     record = await gather_record(req.patient_id, searches(req.patient_id, trial, as_of), req.prefetch, client,
-                                 settings.fhir_deadline_s, stats)
+                                 settings.fhir_deadline_s, stats, no_server)
     report = evaluate_record(record, as_of, settings.trial)
     key = patient_key(req.fhir_server, req.patient_id)
     cards: list[dict[str, Any]] = []

@@ -27,6 +27,8 @@ class IssuerConfig(BaseModel):
     allowed_jku: list[str] = Field(default_factory=list)
     tenant: str | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["ES384", "RS384"])
+    fhir_servers: list[str] = Field(default_factory=list, description="FHIR base URLs this EHR's hooks may name "
+                                    "as fhirServer; replaces AXIOM_FHIR_SERVERS for it")
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,8 @@ class Settings(BaseSettings):
                                                  "opens; doubles after each failed trial, up to the maximum")
     fhir_max_response_mb: float = Field(50.0, gt=0, description="Largest FHIR response body accepted")
     fhir_max_entries_per_page: int = Field(5000, ge=1, description="Most entries accepted in one page of a search")
+    fhir_servers: list[str] = Field(default_factory=list, description="FHIR base URLs a hook may name as fhirServer "
+                                    "(the service calls nothing else); empty: any")
     database_url: str = "sqlite:///axiom-cds.db"
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")

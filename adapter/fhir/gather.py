@@ -64,10 +64,16 @@ def _prefetch_problem(value: Any, key: str) -> str:
     return f"'{key}' came back as {kind}, not a Bundle"
 
 
+NO_SERVER = "there is no FHIR server to fetch it from"
+
+
 async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str, Any] | None,
                         client: SessionClient | None, deadline_s: float,
-                        stats: GatherStats | None = None) -> PatientRecord:
-    """The patient's record from prefetch + FHIR server. Raises FhirServerError without a Patient."""
+                        stats: GatherStats | None = None, no_server: str = NO_SERVER) -> PatientRecord:
+    """The patient's record from prefetch + FHIR server. Raises FhirServerError without a Patient.
+
+    `no_server`: why there is no client, for the reasons shown when something was not prefetched.
+    """
     started = time.perf_counter()
     stats = stats if stats is not None else GatherStats()
     prefetch = prefetch or {}
@@ -98,7 +104,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
             if value is not None:  # an integration detail for the log, not news for the clinician
                 stats.repaired.append(search.key)
         else:
-            unavailable[search.key] = f"{problem} and there is no FHIR server to fetch it from"
+            unavailable[search.key] = f"{problem} and {no_server}"
     if client is not None:
         for search in merge_searches(to_fetch):
             jobs[search.key] = search_all(client, search)
@@ -116,7 +122,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
         else:
             ready[key] = result
     if patient is None:
-        raise FhirServerError(f"Patient/{patient_id} was not prefetched and there is no FHIR server to read it from")
+        raise FhirServerError(f"Patient/{patient_id} was not prefetched and {no_server}")
 
     record = assemble(patient, None, [e for entries in ready.values() for e in entries])
     record.unavailable.update(unavailable)
