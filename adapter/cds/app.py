@@ -198,7 +198,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             items = parse_feedback(load_json(await request.body()))
         except (InputError, FeedbackError) as exc:
             return operation_outcome(400, str(exc))
-        stored = await run_in_threadpool(request.app.state.service.store.add_feedback, items)
+        stored = await run_in_threadpool(request.app.state.service.store.add_feedback, items,
+                                         settings.feedback_comment_days)
         log.info("feedback stored", extra={"items": len(items), "new": stored})
         return Response(status_code=200)
 

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///axiom-cds.db"
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")
+    feedback_comment_days: int = Field(90, ge=0, description="Days a clinician's free-text feedback comment "
+                                       "(may hold PHI) is kept; 0: never stored. Reason codes are kept")
     as_of: date | None = Field(None, description="Fixed evaluation date (testing and demos); default today")
     auth_required: bool = Field(True, description="Verify the EHR's JWT on every call; off only with --no-auth")
     trusted_issuers: list[IssuerConfig] = Field(default_factory=list)

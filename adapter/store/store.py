@@ -42,6 +42,7 @@ class Store:
         self._engine = make_engine(url)
         create_schema(self._engine)
         self._last_purge = datetime.min.replace(tzinfo=UTC)
+        self._last_comment_purge = datetime.min.replace(tzinfo=UTC)
 
     def record_card(self, card: IssuedCard) -> None:
         """Remember a card we returned; recording the same card_uuid again changes nothing."""
@@ -78,18 +79,25 @@ class Store:
         for row in rows:
             insert_ignore(conn, issued_cards, row, ["card_uuid"])
 
-    def add_feedback(self, items: list[Feedback]) -> int:
+    def add_feedback(self, items: list[Feedback], comment_days: int | None = None) -> int:
         """Store feedback once per (card, outcome, outcome timestamp); return how many items were new.
 
         Feedback naming a card this store never recorded is kept too: another replica, or this one
-        before a restart with another database, may have issued it.
+        before a restart with another database, may have issued it. `comment_days`: how long the
+        clinician's free-text comment (which may hold PHI) is kept — 0: not stored, None: for ever.
         """
         if not items:
             return 0
         received_at = datetime.now(UTC)
         rows = [_feedback_row(item, received_at) for item in items]  # validate all before writing any
+        if comment_days == 0:
+            for row in rows:
+                row["user_comment"] = None
         with self._engine.begin() as conn:
             new = sum(insert_ignore(conn, feedback, row, FEEDBACK_KEY) for row in rows)
+            if comment_days and received_at - self._last_comment_purge > timedelta(hours=1):
+                self._forget_comments(conn, received_at - timedelta(days=comment_days))
+                self._last_comment_purge = received_at
         log.info("feedback stored: %d new of %d", new, len(items))
         return new
 
@@ -106,6 +114,20 @@ class Store:
                   "until": now + CLOCK_SKEW}
         with self._engine.connect() as conn:
             return conn.execute(_SUPPRESSED, params).first() is not None
+
+    def forget_comments(self, received_before: datetime) -> int:
+        """Blank the free-text comments of feedback received before this time; how many were blanked."""
+        with self._engine.begin() as conn:
+            return self._forget_comments(conn, require_aware(received_before, "received_before"))
+
+    @staticmethod
+    def _forget_comments(conn: Connection, received_before: datetime) -> int:
+        result = conn.execute(feedback.update()
+                              .where(feedback.c.received_at < received_before, feedback.c.user_comment.is_not(None))
+                              .values(user_comment=None))
+        if result.rowcount:
+            log.info("feedback comments past their retention blanked: %d", result.rowcount)
+        return int(result.rowcount)
 
     def feedback_for(self, card_uuid: str) -> list[Feedback]:
         """Every stored feedback item for one card, oldest outcome first (for audits and reports)."""
