@@ -112,6 +112,15 @@ def test_log10_viral_load_branches_on_the_code() -> None:
     assert evaluate(asps(), hiv_condition(), high).criterion("hiv").status == "not-met"
 
 
+def test_a_log10_viral_load_past_a_doubles_range_is_read_as_detectable_not_a_crash() -> None:
+    # found by the fuzz test: 10 ** 400 overflows; the value, as written, is beyond any assay limit
+    absurd = lab("29541-0", 400, "{log_copies}/mL", ucum="{log_copies}/mL")
+    result = evaluate(asps(), hiv_condition(), absurd).criterion("hiv")
+    assert result.status == "not-met" and "400" in (result.note or "")
+    below = lab("29541-0", 400, "{log_copies}/mL", ucum="{log_copies}/mL", comparator="<")
+    assert evaluate(asps(), hiv_condition(), below).criterion("hiv").status == "unknown"  # "< 10^400": no limit
+
+
 def test_coded_not_detected_viral_load_is_undetectable() -> None:
     vl = lab("20447-9", None, coded=fhir.concept(SNOMED, "260415000", "Not detected"))
     assert evaluate(asps(), hiv_condition(), vl).criterion("hiv").status == "met"

@@ -93,3 +93,29 @@ def test_unknown_sex_decides_only_when_both_formulas_agree() -> None:
 
 def test_no_creatinine_is_unknown() -> None:
     assert evaluate(asps(), weight(80), height(180)).criterion("renal-function").status == "unknown"
+
+
+def test_a_creatinine_below_the_assay_limit_leaves_the_clearance_without_an_upper_bound() -> None:
+    # '< 0.3 mg/dL' is [0, 0.3): the clearance has no upper bound. This once crashed the service (500).
+    report = evaluate(asps(), lab("2160-0", 0.3, "mg/dL", ucum="mg/dL", high=1.2, comparator="<"),
+                      weight(70), height(170))
+    result = report.criterion("renal-function")
+    assert result.status == "met" and "creatinine branch" in (result.note or "")
+    assert "CrCl >= " in (result.observed or "")
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ([weight(-70), height(170)], "no usable body weight"),
+    ([weight(0), height(170)], "no usable body weight"),
+    ([weight(70), height(0)], "no body height or BSA"),
+])
+def test_an_impossible_body_measurement_makes_the_clearance_not_computable(body: list[dict], why: str) -> None:  # type: ignore[type-arg]
+    # SCr 2.0 is 2 x ULN: only Cockcroft-Gault could meet the criterion, and it cannot be computed
+    report = evaluate(asps(), lab("2160-0", 2.0, "mg/dL", ucum="mg/dL", high=1.0), *body)
+    result = report.criterion("renal-function")
+    assert result.status == "unknown" and why in (result.note or "")
+
+
+def test_a_negative_lab_value_is_not_a_result() -> None:
+    result = evaluate(asps(), lab("2160-0", -1.0, "mg/dL", ucum="mg/dL", high=1.2)).criterion("renal-function")
+    assert result.status == "unknown" and "a negative value is not a possible result" in (result.note or "")

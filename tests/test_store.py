@@ -400,6 +400,19 @@ def test_a_changed_verdict_is_shown_again(store: Store) -> None:
     assert not store.suppressed("pk-1", "not-eligible", NOW, 30)
 
 
+def test_a_verdict_that_changed_and_came_back_is_shown_again(store: Store) -> None:
+    earlier = card(verdict="needs-review")  # shown 40 days ago: before the override, lifts nothing
+    dismissed = IssuedCard(str(uuid.uuid4()), "pk-1", "likely-eligible", "2026-11", NOW - timedelta(days=12))
+    store.record_card(earlier)
+    store.record_card(dismissed)
+    store.add_feedback([overridden(dismissed.card_uuid, NOW - timedelta(days=10))])
+    assert store.suppressed("pk-1", "likely-eligible", NOW, 30)
+    # five days ago the platelets fell and a not-eligible card was shown; now they are back up
+    store.record_card(IssuedCard(str(uuid.uuid4()), "pk-1", "not-eligible", "2026-11", NOW - timedelta(days=5)))
+    assert not store.suppressed("pk-1", "likely-eligible", NOW, 30), "eligible again is news to the clinician"
+    assert not store.suppressed("pk-2", "likely-eligible", NOW, 30)
+
+
 def test_another_patient_is_not_suppressed(store: Store) -> None:
     c = card(patient="pk-1")
     store.record_card(c)

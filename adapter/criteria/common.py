@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,9 @@ from .model import CriterionResult
 
 
 def fmt(value: float) -> str:
-    """Readable numbers: 100,000 · 9 · 1.5 · 0.25."""
+    """Readable numbers: 100,000 · 9 · 1.5 · 0.25 (and 'unbounded' for an interval's open end)."""
+    if not math.isfinite(value):
+        return "unbounded" if value > 0 else "-unbounded"
     if value == int(value):
         return f"{int(value):,}"
     if abs(value) >= 100:

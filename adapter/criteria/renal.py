@@ -71,8 +71,7 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
     # Branch B: Cockcroft-Gault, normalised to 1.73 m²
     crcl, b_evidence, b_why = _crcl(facts, trial, value)
     branch_b = crcl.ge(crcl_min) if crcl is not None else None
-    crcl_text = (f"CrCl {fmt(crcl.lo)} mL/min/1.73 m2" if crcl is not None and math.isclose(crcl.lo, crcl.hi)
-                 else f"CrCl {fmt(crcl.lo)}-{fmt(crcl.hi)} mL/min/1.73 m2" if crcl is not None else None)
+    crcl_text = _crcl_text(crcl)
 
     status: Status
     if branch_a is True:
@@ -99,6 +98,16 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
     )
 
 
+def _crcl_text(crcl: Interval | None) -> str | None:
+    if crcl is None:
+        return None
+    if math.isclose(crcl.lo, crcl.hi):
+        return f"CrCl {fmt(crcl.lo)} mL/min/1.73 m2"
+    if math.isinf(crcl.hi):  # a '<' creatinine leaves the clearance without an upper bound
+        return f"CrCl >= {fmt(crcl.lo)} mL/min/1.73 m2"
+    return f"CrCl {fmt(crcl.lo)}-{fmt(crcl.hi)} mL/min/1.73 m2"
+
+
 def _crcl(facts: Facts, trial: Trial, scr: Interval) -> tuple[Interval | None, list[str], str | None]:
     """CrCl range, its evidence, or why it cannot be computed."""
     rule = trial.rule(CID)
@@ -107,8 +116,8 @@ def _crcl(facts: Facts, trial: Trial, scr: Interval) -> tuple[Interval | None, l
     weight_sel = facts.observations.latest("weight", trial.window(CID, "weight_window_days"))
     height_sel = facts.observations.latest("height", trial.window(CID, "height_window_days"))
     bsa_sel = facts.observations.latest("bsa", trial.window(CID, "weight_window_days"))
-    weight = weight_sel.chosen
-    if weight is None or weight.value is None or weight.unit_error:
+    weight = _usable(weight_sel.chosen)
+    if weight is None:
         return None, [], "CrCl not computable: no usable body weight in the window"
     height = _usable(height_sel.chosen)
     bsa = _usable(bsa_sel.chosen)
@@ -116,10 +125,12 @@ def _crcl(facts: Facts, trial: Trial, scr: Interval) -> tuple[Interval | None, l
     if body is None:
         return None, [weight.ref or ""], "CrCl not computable: no body height or BSA to normalise to 1.73 m2"
     sex = _sex_factors(facts.gender, float(rule["female_factor"]))
+    assert weight.value is not None
     crcl = crcl_range(scr, facts.age, weight.value, height.value if height else None,
                       bsa.value if bsa else None, sex)
     return crcl, [weight.ref or "", body.ref or "", facts.patient_ref], None
 
 
 def _usable(m: Measurement | None) -> Measurement | None:
-    return m if m is not None and m.value is not None and not m.unit_error else None
+    """A body measurement that can enter the formula: a value, converted, and above zero."""
+    return m if m is not None and m.value is not None and not m.unit_error and m.value.lo > 0 else None

@@ -178,6 +178,8 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
         return None
     original = quantity_text(q)
     comparator = q.get("comparator") if isinstance(q.get("comparator"), str) else None
+    if number < 0 and obs_code.kind != "log10":  # counts, concentrations, sizes, scores: never below zero
+        return Measurement(**base, original=original, unit_error="a negative value is not a possible result")
     try:
         raw = Interval.from_comparator(number, comparator)
     except ValueError:
@@ -185,9 +187,8 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
     kind = obs_code.kind
     if kind == "log10":  # branch on the code: the value is an exponent, whatever the unit says
         return Measurement(**base, original=original, unit=spec.unit,
-                           value=Interval(10 ** raw.lo if comparator not in ("<", "<=") else 0.0,
-                                          10 ** raw.hi if math.isfinite(raw.hi) else math.inf,
-                                          raw.lo_open, raw.hi_open))
+                           value=Interval(_exp10(raw.lo) if comparator not in ("<", "<=") else 0.0,
+                                          _exp10(raw.hi), raw.lo_open, raw.hi_open))
     if kind == "score" or spec.unit in (None, "1"):
         return Measurement(**base, original=original, value=raw, unit=spec.unit)
     try:
@@ -197,6 +198,14 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
     uln, uln_original, uln_error = _uln(r, q, spec, kind)
     return Measurement(**base, original=original, value=raw.scale(factor), unit=spec.unit,
                        uln=uln, uln_original=uln_original, unit_error=uln_error)
+
+
+def _exp10(exponent: float) -> float:
+    """10 ** exponent, infinite past a double's range (a log10 of 400 is read as written: beyond any limit)."""
+    try:
+        return 10.0 ** exponent if math.isfinite(exponent) else (math.inf if exponent > 0 else 0.0)
+    except OverflowError:
+        return math.inf
 
 
 # The elements the criteria read. Validation covers exactly these: narrative, performer, notes and

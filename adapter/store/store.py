@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select
+from sqlalchemy import Connection, bindparam, delete, exists, func, select
 
 from .audit import AuditRow, read_audit, write_audit
 from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, jwt_ids, make_engine
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # An EHR clock a little ahead of ours must not make a fresh dismissal look like "not yet happened".
 CLOCK_SKEW = timedelta(minutes=5)
 # Asked on every hook: built once (building the expression costs more than SQLite answering it).
+# An override of a card with this verdict, inside the period, and no card with another verdict shown to
+# this patient since that override: a verdict that changed and came back is news again.
+_later = issued_cards.alias("later")
 _SUPPRESSED = (
     select(feedback.c.id)
     .select_from(issued_cards.join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid))
@@ -32,6 +35,11 @@ _SUPPRESSED = (
         feedback.c.outcome == "overridden",
         feedback.c.outcome_timestamp >= bindparam("since"),
         feedback.c.outcome_timestamp <= bindparam("until"),
+        ~exists().where(
+            _later.c.patient_key == bindparam("patient_key"),
+            _later.c.verdict != bindparam("verdict"),
+            _later.c.issued_at > feedback.c.outcome_timestamp,
+        ),
     )
     .limit(1)
 )
@@ -105,7 +113,8 @@ class Store:
         """True when a card with this verdict for this patient was overridden in the last ``days`` days.
 
         Only ``overridden`` feedback counts, and only on a card whose verdict equals ``verdict``: a
-        changed verdict is news and is shown again. ``days <= 0`` turns suppression off.
+        changed verdict is news and is shown again — also when it changes back, i.e. when a card with
+        another verdict was shown after the override. ``days <= 0`` turns suppression off.
         """
         require_aware(now, "now")
         if days <= 0:
