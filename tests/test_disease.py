@@ -38,6 +38,15 @@ def test_other_soft_tissue_sarcoma_goes_to_the_safety_run_in(coding: tuple[str, 
     assert report.criterion("prior-ici-progression").status == "not-applicable"
 
 
+def test_snomed_404053004_is_alveolar_rhabdomyosarcoma_not_asps() -> None:
+    # "Alveolar" is the trap: 404053004 is Alveolar rhabdomyosarcoma (disorder), ICD-O-3 8920/3 — a soft
+    # tissue sarcoma for the safety run-in. Taking it for ASPS would put the patient in the wrong cohort.
+    report = evaluate(sarcoma(SNOMED, "404053004"))
+    assert report.cohort == "safety-run-in"
+    assert "code not verified" in (report.criterion("diagnosis").observed or "")
+    assert evaluate(sarcoma(ICDO3, "8920/3")).cohort == "safety-run-in"
+
+
 def test_no_sarcoma_makes_the_trial_not_applicable() -> None:
     breast = fhir.condition("b1", SUBJECT, ICD10, "C50.911", "Breast cancer")
     report = evaluate(breast)
