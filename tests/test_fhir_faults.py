@@ -27,6 +27,7 @@ from adapter.fhir.breaker import BreakerOpenError, CircuitBreaker, Outcome
 from adapter.fhir.client import MAX_PAGES, retry_after_seconds
 from adapter.fhir.gather import merge_searches
 from adapter.fhir.queries import searches
+from adapter.fhir.sessions import SessionPool
 from adapter.tables import trial
 from tests import faulty_server as fault
 from tests.faulty_server import PAGE_ID, FaultyFhirServer
@@ -474,3 +475,17 @@ async def test_a_breaker_with_no_threshold_never_opens() -> None:
                                                  ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
 def test_retry_after_is_read_as_seconds_or_a_date(header: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(header) == seconds
+
+
+async def test_a_pool_per_fhir_server_is_kept_for_the_most_recently_used_servers_only() -> None:
+    """fhirServer is the caller's choice: naming many servers must not grow the service without bound."""
+    pool = SessionPool(max_sessions=2)
+    first = pool.get("http://127.0.0.1:9001/fhir")
+    second = pool.get("http://127.0.0.1:9002/fhir")
+    assert pool.get("http://127.0.0.1:9001/fhir/") is first, "one kept-alive pool per server, reused"
+    pool.get("http://127.0.0.1:9003/fhir")  # a third server: the least recently used (9002) goes
+    assert pool.session_count() == 2
+    await asyncio.sleep(0)
+    assert second.closed and not first.closed
+    await pool.close()
+    assert first.closed and pool.session_count() == 0

@@ -8,29 +8,42 @@ server spares the next hooks the wait.
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from yarl import URL
 
 from .breaker import CircuitBreaker
 
 MAX_BREAKERS = 1024  # fhirServer comes from the (authenticated) caller: bound what is remembered
+MAX_SESSIONS = 64  # servers with a kept-alive pool; the least recently used beyond that is closed
 
 
 class SessionPool:
-    def __init__(self, limit_per_host: int = 32) -> None:
+    def __init__(self, limit_per_host: int = 32, max_sessions: int = MAX_SESSIONS) -> None:
         self._limit = limit_per_host
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._max_sessions = max_sessions
+        self._sessions: dict[str, aiohttp.ClientSession] = {}  # least recently used first
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, base_url: str) -> aiohttp.ClientSession:
         url = URL(base_url)
         key = f"{url.scheme}://{url.host}:{url.port}"
-        session = self._sessions.get(key)
+        session = self._sessions.pop(key, None)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit_per_host=self._limit, keepalive_timeout=60)
             session = aiohttp.ClientSession(connector=connector)
-            self._sessions[key] = session
+        self._sessions[key] = session
+        while len(self._sessions) > self._max_sessions:  # many servers named: do not keep a pool for each
+            oldest = next(iter(self._sessions))
+            task = asyncio.ensure_future(self._sessions.pop(oldest).close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         return session
+
+    def session_count(self) -> int:
+        return len(self._sessions)
 
     def breaker(self, base_url: str, failures: int, cooldown_s: float,
                 first_cooldown_s: float = 2.0) -> CircuitBreaker:
@@ -51,3 +64,5 @@ class SessionPool:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
