@@ -47,3 +47,15 @@ def test_serve_refuses_to_start_without_issuers_unless_no_auth(monkeypatch: pyte
     result = CliRunner().invoke(app, ["serve", "--port", "1"])
     assert result.exit_code == 2
     assert "no trusted issuer" in result.stderr
+
+
+def test_the_fhir_server_allow_list_takes_only_absolute_http_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.delenv("AXIOM_CONFIG", raising=False)
+    monkeypatch.setenv("AXIOM_FHIR_SERVERS", '["https://fhir.hospital.example/r4/"]')
+    assert Settings().fhir_servers == ["https://fhir.hospital.example/r4"]
+    for typo in ('["fhir.hospital.example/r4"]', '["ftp://fhir.hospital.example"]', '["https://"]'):
+        monkeypatch.setenv("AXIOM_FHIR_SERVERS", typo)
+        with pytest.raises(ValidationError, match="absolute http"):
+            Settings()

@@ -9,13 +9,25 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from yarl import URL
 
 SANDBOX_ORIGINS = ["https://sandbox.cds-hooks.org", "http://localhost:8080", "http://127.0.0.1:8080",
                    "http://localhost:3000", "http://127.0.0.1:3000"]
+
+
+def _fhir_base(url: str) -> str:
+    """An absolute http(s) base URL: a typo in an allow-list must stop the service, not allow nothing."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{url!r} is not an absolute http(s) FHIR base URL")
+    return url.rstrip("/")
+
+
+FhirBase = Annotated[str, AfterValidator(_fhir_base)]
 
 
 class IssuerConfig(BaseModel):
@@ -27,8 +39,8 @@ class IssuerConfig(BaseModel):
     allowed_jku: list[str] = Field(default_factory=list)
     tenant: str | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["ES384", "RS384"])
-    fhir_servers: list[str] = Field(default_factory=list, description="FHIR base URLs this EHR's hooks may name "
-                                    "as fhirServer; replaces AXIOM_FHIR_SERVERS for it")
+    fhir_servers: list[FhirBase] = Field(default_factory=list, description="FHIR base URLs this EHR's hooks may "
+                                         "name as fhirServer; replaces AXIOM_FHIR_SERVERS for it")
 
 
 class Settings(BaseSettings):
@@ -53,8 +65,8 @@ class Settings(BaseSettings):
                                                  "opens; doubles after each failed trial, up to the maximum")
     fhir_max_response_mb: float = Field(50.0, gt=0, description="Largest FHIR response body accepted")
     fhir_max_entries_per_page: int = Field(5000, ge=1, description="Most entries accepted in one page of a search")
-    fhir_servers: list[str] = Field(default_factory=list, description="FHIR base URLs a hook may name as fhirServer "
-                                    "(the service calls nothing else); empty: any")
+    fhir_servers: list[FhirBase] = Field(default_factory=list, description="FHIR base URLs a hook may name as "
+                                         "fhirServer (the service calls nothing else); empty: any")
     database_url: str = "sqlite:///axiom-cds.db"
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")
