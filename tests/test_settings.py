@@ -59,3 +59,10 @@ def test_the_fhir_server_allow_list_takes_only_absolute_http_urls(monkeypatch: p
         monkeypatch.setenv("AXIOM_FHIR_SERVERS", typo)
         with pytest.raises(ValidationError, match="absolute http"):
             Settings()
+
+
+def test_every_setting_is_documented() -> None:
+    docs = Path(__file__).parents[1] / "docs"
+    text = (docs / "service.md").read_text() + (docs / "security.md").read_text()
+    missing = [f"AXIOM_{name.upper()}" for name in Settings.model_fields if f"AXIOM_{name.upper()}" not in text]
+    assert not missing, f"settings not in docs/service.md or docs/security.md: {missing}"
