@@ -121,7 +121,7 @@ def head_of(resource: Resource) -> Head:
 class Entry:
     """A resource of a patient's record and the fullUrl it arrived under (for urn:uuid citations).
 
-    Built from raw JSON (`from_raw`: the resource is parsed on first use) or from a parsed dict.
+    Built with the resource's raw JSON (parsed on first use of `resource`) or already parsed.
     """
 
     __slots__ = ("_raw", "_resource", "full_url", "head")
@@ -141,10 +141,6 @@ class Entry:
             self._resource = _parse(self._raw)
             self._raw = None
         return self._resource
-
-    @property
-    def resource_type(self) -> str | None:
-        return self.head.resourceType
 
     @property
     def ref(self) -> str | None:
