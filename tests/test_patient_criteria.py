@@ -116,7 +116,7 @@ def test_a_log10_viral_load_past_a_doubles_range_is_read_as_detectable_not_a_cra
     # found by the fuzz test: 10 ** 400 overflows; the value, as written, is beyond any assay limit
     absurd = lab("29541-0", 400, "{log_copies}/mL", ucum="{log_copies}/mL")
     result = evaluate(asps(), hiv_condition(), absurd).criterion("hiv")
-    assert result.status == "not-met" and "400" in (result.note or "")
+    assert result.status == "not-met" and "400" in (result.observed or "")
     below = lab("29541-0", 400, "{log_copies}/mL", ucum="{log_copies}/mL", comparator="<")
     assert evaluate(asps(), hiv_condition(), below).criterion("hiv").status == "unknown"  # "< 10^400": no limit
 

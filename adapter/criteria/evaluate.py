@@ -42,7 +42,8 @@ def verdict(criteria: list[CriterionResult], cohort: str | None, trial: Trial) -
     if cohort is not None and not trial.cohorts[cohort].open:
         reasons.append(f"the {trial.cohorts[cohort].title} is closed (trial version {trial.version})")
     failed = [c for c in criteria if c.status == "not-met"]
-    reasons += [f"{c.id}: {c.note or 'not met'}" for c in failed]
+    reasons += [f"{c.id}: " + ", ".join(p for p in (c.observed, c.note) if p) if c.observed or c.note
+                else f"{c.id}: not met" for c in failed]
     if reasons:
         return "not-eligible", reasons
     unknown = [c.id for c in criteria if c.status == "unknown"]

@@ -30,8 +30,8 @@ def threshold(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     shown = value.hi if value.is_point else None
     conversion = _converted(shown, shown_unit, m.original) if shown is not None else None
     note = None
-    if status == "not-met":
-        note = f"{label(cid)} {m.original} {conversion or ''} is below {fmt(minimum)} {shown_unit}"
+    if status == "not-met":  # the value and its conversion are in `observed`, next to the note everywhere
+        note = f"below {fmt(minimum)} {shown_unit}"
     elif status == "unknown":
         note = f"{label(cid)} reported as {m.original}: the range spans {fmt(minimum)} {shown_unit}"
     observed = f"{m.dated} {conversion}" if conversion else m.dated
@@ -69,7 +69,7 @@ def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     status = decide(value.le(k * uln))
     ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point else None
     if status == "not-met":
-        notes.insert(0, f"{label(cid)} {m.original} is {ratio} — above {fmt(k)} x ULN")
+        notes.insert(0, f"above {fmt(k)} x ULN" if ratio else f"{m.original} is above {fmt(k)} x ULN")
     elif status == "unknown":
         notes.insert(0, f"{label(cid)} reported as {m.original}: the range spans {fmt(k)} x ULN")
     return CriterionResult(

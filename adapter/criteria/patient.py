@@ -118,7 +118,7 @@ def hiv(facts: Facts, trial: Trial) -> CriterionResult:
                                          *sel.unreadable))
     if result is False:
         return CriterionResult("hiv", "not-met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
-                               note=f"detectable HIV-1 viral load ({vl.original})")
+                               note="detectable HIV-1 viral load")
     return CriterionResult("hiv", "unknown", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
                            note=join(f"viral load {vl.original} cannot be read as detectable or not",
                                      vl.unit_error))
