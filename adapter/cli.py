@@ -201,8 +201,9 @@ def sandbox(
     = Path(".sandbox"),
     check: Annotated[bool, typer.Option("--check", help="Run two example hooks, verify their verdicts, stop "
                                         "(exit 1 if a card is unexpected)")] = False,
-    keep_data: Annotated[bool, typer.Option("--keep-data", help="Reuse the FHIR server's data from the last "
-                                            "run (patients you added stay); default: start empty")] = False,
+    keep_data: Annotated[bool, typer.Option("--keep-data", help="Reuse the FHIR data and the feedback from the "
+                                            "last run (patients you added, cards dismissed); default: start empty")]
+    = False,
 ) -> None:
     """Local sandbox: a FHIR server with the demo patients plus this service, on 127.0.0.1."""
     from .fhir_sandbox import FhirSandboxError  # noqa: PLC0415 (the web app loads only when serving)

@@ -255,7 +255,7 @@ def _run(opts: SandboxOptions, echo: Echo) -> int:
         shutil.rmtree(root, ignore_errors=True)  # a check always starts from nothing
     hooks_dir = root / "hooks"
     hooks_dir.mkdir(parents=True, exist_ok=True)
-    db_path = root / "axiom-cds.db"
+    db_path = feedback_database(root, opts.keep_data)
     fhir_port = opts.fhir_port if opts.fhir_port is not None else (None if opts.check else DEFAULT_FHIR_PORT)
     sock = bind(opts.port if opts.port is not None else (0 if opts.check else DEFAULT_PORT))
     port = int(sock.getsockname()[1])
@@ -290,10 +290,32 @@ def _run(opts: SandboxOptions, echo: Echo) -> int:
     return 0
 
 
+def feedback_database(root: Path, keep: bool) -> Path:
+    """The sandbox's database, emptied like its FHIR data unless `keep`: a card dismissed in an earlier
+    session would otherwise stay hidden (alert-fatigue suppression) in this one."""
+    if not keep:
+        for old in root.glob("axiom-cds.db*"):  # the file and its WAL / shared-memory companions
+            old.unlink()
+    return root / "axiom-cds.db"
+
+
+class HookLine(logging.Formatter):
+    """A log record as one readable line: the message and the fields a sandbox user wants to see."""
+
+    FIELDS = ("verdict", "cohort", "cards", "fhir_calls", "fhir_failed", "total_ms", "status", "reason", "items")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={getattr(record, k)}" for k in self.FIELDS if getattr(record, k, None) is not None)
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.getMessage()} {fields}".rstrip()
+        if getattr(record, "suppressed", False):
+            line += " (no card: this patient's card was overridden recently; see AXIOM_SUPPRESS_DAYS)"
+        return line
+
+
 def _log_hooks() -> None:
     """Show the service's one line per hook (ids, verdict, timings; never clinical values) on stderr."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(HookLine())
     logger = logging.getLogger("axiom_cds")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -324,8 +346,8 @@ def _print_examples(echo: Echo, service_url: str, bodies: dict[str, Path], disco
     first = patient_id(by_name[EXAMPLES[0].scenario])
     public = PUBLIC_SANDBOX + "?" + urlencode({"fhirServiceUrl": fhir_base, "patientId": first,
                                                "serviceDiscoveryURL": discovery_url})
-    echo("\nFrom a browser (CORS allows https://sandbox.cds-hooks.org and localhost:3000; more origins with "
-         "AXIOM_CORS_ORIGINS='[\"http://…\"]'):")
+    echo("\nFrom a browser (CORS allows https://sandbox.cds-hooks.org and any localhost / 127.0.0.1 port; "
+         "AXIOM_CORS_ORIGINS='[\"https://…\"]' replaces the first):")
     echo(f"  public CDS Hooks sandbox:  {public}")
     echo(f"  or any client: discovery URL {discovery_url}, FHIR server {fhir_base}, a patient id above")
     echo("  (the browser calls 127.0.0.1 itself; it may ask to allow access to local network devices)")

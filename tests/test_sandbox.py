@@ -6,8 +6,10 @@ servers are part of what is tested; the hooks carry only `fhirServer`, so the FH
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,30 @@ def test_sandbox_check_shows_the_expected_cards(tmp_path: Path) -> None:
     # the hook bodies it used are left for curl, and carry fhirServer without prefetch
     body = (tmp_path / "check" / "hooks" / "asps-likely-eligible.json").read_text()
     assert f'"fhirServer": "http://127.0.0.1:{fhir_port}/fhir"' in body and "prefetch" not in body
+
+
+def test_a_new_sandbox_session_starts_without_the_last_sessions_dismissals(tmp_path: Path) -> None:
+    from adapter.sandbox import feedback_database
+    from adapter.store import Feedback, Store
+
+    db = feedback_database(tmp_path, keep=False)
+    store = Store(f"sqlite:///{db}")
+    store.add_feedback([Feedback("0b0e7b5e-7d4b-4c4f-9a37-2f1f9c1d7a10", "overridden",
+                                 datetime(2026, 11, 21, tzinfo=UTC))])
+    store.close()
+    assert Store(f"sqlite:///{feedback_database(tmp_path, keep=True)}").feedback_count() == 1
+    assert Store(f"sqlite:///{feedback_database(tmp_path, keep=False)}").feedback_count() == 0
+
+
+def test_the_sandbox_log_says_when_a_card_was_held_back() -> None:
+    from adapter.sandbox import HookLine
+
+    def line(**fields: object) -> str:
+        record = logging.LogRecord("axiom_cds.hook", logging.INFO, __file__, 1, "hook evaluated", None, None)
+        record.__dict__.update(fields)
+        return HookLine().format(record)
+
+    shown = line(verdict="likely-eligible", cards=1, suppressed=False, total_ms=12)
+    assert "verdict=likely-eligible cards=1" in shown and "no card" not in shown
+    held = line(verdict="likely-eligible", cards=0, suppressed=True, total_ms=9)
+    assert "cards=0" in held and "overridden recently" in held

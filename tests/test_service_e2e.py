@@ -901,3 +901,18 @@ def test_a_fhir_server_on_the_allow_list_is_called(
 def test_what_the_allow_list_matches(url: str, allowed: bool) -> None:
     assert may_call(url, ["https://ehr.example/fhir"]) is allowed
     assert may_call(url, []) is True  # no list: any server (the service warns at start when auth is on)
+
+
+@pytest.mark.parametrize(("origin", "allowed"), [
+    ("http://127.0.0.1:8095", True),  # the CDS Hooks sandbox built and served locally, on any port
+    ("http://localhost:5173", True),
+    ("https://sandbox.cds-hooks.org", True),
+    ("http://127.0.0.1.evil.example", False),
+    ("http://evil.example", False),
+])
+def test_cors_allows_the_sandbox_served_from_this_machine_on_any_port(
+        origin: str, allowed: bool, http: httpx.Client, cds_service: ServiceServer) -> None:
+    response = http.options(f"{cds_service.base_url}/cds-services", headers={
+        "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+    assert (response.status_code == 200) is allowed, response.text
+    assert (response.headers.get("access-control-allow-origin") == origin) is allowed

@@ -123,7 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # an https page calls a service on 127.0.0.1.
     app.add_middleware(GuardMiddleware, max_body_bytes=int(settings.max_request_mb * 2**20))
     # CORS outermost: preflights are answered before any other check, and errors carry CORS headers
-    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                       allow_origin_regex=settings.cors_origin_regex or None, allow_methods=["GET", "POST", "OPTIONS"],
                        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                        expose_headers=["X-Request-ID"], allow_private_network=True, max_age=600)
 

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         None, description="The URL EHRs call this service at (behind a proxy); used for links and JWT aud")
     cors_origins: list[str] = Field(default_factory=lambda: list(SANDBOX_ORIGINS))
+    cors_origin_regex: str | None = Field(
+        r"https?://(localhost|127\.0\.0\.1)(:\d+)?", description="Browser origins allowed besides the list: by "
+        "default any port on this machine (a CDS Hooks sandbox served locally); empty: none")
     fhir_deadline_s: float = Field(3.0, description="Overall budget for FHIR calls of one hook")
     fhir_request_timeout_s: float = Field(2.5, description="Timeout of one FHIR request")
     fhir_retries: int = Field(2, ge=0, le=10, description="Retries of a FHIR GET answered 429/503 or reset "
