@@ -219,3 +219,21 @@ def test_invalid_fhir_observation_is_skipped_with_a_reason() -> None:
     result = evaluate(asps(), broken, valid).criterion("platelets")
     assert result.status == "met"
     assert f"Observation/{valid['id']}" in result.evidence
+
+
+def test_an_unreadable_reference_range_matters_only_to_criteria_that_use_the_uln() -> None:
+    # a platelet count is read against a fixed threshold: its reference range is not needed
+    plt = lab("777-3", 150, "K/uL", ucum="10*3/uL", high=400, high_unit="furlongs")
+    assert evaluate(asps(), plt).criterion("platelets").status == "met"
+    # AST is judged against the lab's own ULN: it exists but cannot be read, so no default stands in
+    ast = evaluate(asps(), lab("1920-8", 30, "U/L", ucum="U/L", high=40, high_unit="furlongs")).criterion("ast")
+    assert ast.status == "unknown" and "cannot use the reference range" in (ast.note or "")
+
+
+def test_an_unreadable_creatinine_reference_range_leaves_cockcroft_gault_to_decide() -> None:
+    scr = lab("2160-0", 1.0, "mg/dL", ucum="mg/dL", high=1.2, high_unit="furlongs")
+    body = [lab("29463-7", 70, "kg", ucum="kg"), lab("8302-2", 170, "cm", ucum="cm")]
+    result = evaluate(asps(), scr, *body).criterion("renal-function")
+    assert result.status == "met" and "Cockcroft-Gault branch" in (result.note or "")
+    alone = evaluate(asps(), scr).criterion("renal-function")
+    assert alone.status == "unknown" and "cannot use the reference range" in (alone.note or "")

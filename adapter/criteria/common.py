@@ -76,11 +76,16 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
     return Usable(m, m.value, tuple(sel.notes), tuple(sel.unreadable))
 
 
-def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: str) -> tuple[float, str, str | None]:
+def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: str
+                ) -> tuple[float, str, str | None] | str:
     """ULN in the input's unit: the result's own reference range, else the trial's default ULN.
 
-    Returns the ULN, how to show it, and the "assumed ULN" note when the default was used.
+    Returns the ULN, how to show it, and the "assumed ULN" note when the default was used; or, when
+    the result has a reference range that cannot be read, why (its own ULN exists: a default would
+    stand in for a value the lab did state).
     """
+    if m.uln_error:
+        return f"cannot use the reference range of {m.original}: {m.uln_error}"
     if m.uln is not None and m.uln > 0:
         return m.uln, f"ULN {m.uln_original}", None
     spec = observations().inputs[input_id]

@@ -61,7 +61,10 @@ def uln_multiple(cid: str, facts: Facts, trial: Trial) -> CriterionResult:
     m, value = found.m, found.value
     modifiers = facts.having(mod_set) if mod_set else []
     k = float(mod["max_uln"]) if modifiers else float(rule["max_uln"])
-    uln, uln_text, assumed = upper_limit(m, rule, cid, trial.id)
+    limit = upper_limit(m, rule, cid, trial.id)
+    if isinstance(limit, str):
+        return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=[m.ref or ""], note=limit)
+    uln, uln_text, assumed = limit
     notes = [assumed] if assumed else []
     if modifiers:
         notes.append(f"{mod_title} documented ({modifiers[0].ref or modifiers[0].display}): "

@@ -63,10 +63,12 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
         return found
     scr, value = found.m, found.value
 
-    # Branch A: creatinine against its ULN
-    uln, uln_text, assumed = upper_limit(scr, rule, "creatinine", trial.id)
-    branch_a = value.le(k * uln)
-    ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point else scr.original
+    # Branch A: creatinine against its ULN (undecided when the result's reference range cannot be read)
+    limit = upper_limit(scr, rule, "creatinine", trial.id)
+    a_problem = limit if isinstance(limit, str) else None
+    uln, uln_text, assumed = (math.nan, "reference range unreadable", None) if isinstance(limit, str) else limit
+    branch_a = None if a_problem else value.le(k * uln)
+    ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point and not a_problem else scr.original
 
     # Branch B: Cockcroft-Gault, normalised to 1.73 m²
     crcl, b_evidence, b_why = _crcl(facts, trial, value)
@@ -83,8 +85,8 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
                                   f"{crcl_text} is below {fmt(crcl_min)}")
     else:
         status = decide(None)
-        a_text = (f"creatinine {ratio} exceeds {fmt(k)} x ULN" if branch_a is False
-                  else f"creatinine {scr.original} spans {fmt(k)} x ULN")
+        a_text = a_problem or (f"creatinine {ratio} exceeds {fmt(k)} x ULN" if branch_a is False
+                               else f"creatinine {scr.original} spans {fmt(k)} x ULN")
         b_text = b_why or (f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
         why = f"{a_text}; {b_text}"
     observed = f"creatinine {scr.dated}, {uln_text}" + (f"; {crcl_text}" if crcl_text else "")

@@ -42,7 +42,8 @@ class Measurement:
     methods: frozenset[Coding] = frozenset()
     uln: float | None = None  # in `unit`, from referenceRange.high
     uln_original: str | None = None
-    unit_error: str | None = None
+    unit_error: str | None = None  # the value cannot be used
+    uln_error: str | None = None  # the reference range cannot be used (only ULN criteria care)
 
     @property
     def dated(self) -> str:
@@ -197,7 +198,7 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
         return Measurement(**base, original=original, unit_error=str(exc))
     uln, uln_original, uln_error = _uln(r, q, spec, kind)
     return Measurement(**base, original=original, value=raw.scale(factor), unit=spec.unit,
-                       uln=uln, uln_original=uln_original, unit_error=uln_error)
+                       uln=uln, uln_original=uln_original, uln_error=uln_error)
 
 
 def _exp10(exponent: float) -> float:
