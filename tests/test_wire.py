@@ -13,9 +13,21 @@ from adapter.criteria.model import EligibilityReport
 from adapter.engine import evaluate_bundle, evaluate_record
 from adapter.errors import InputError
 from adapter.fhir.bundle import bundle_entries
+from adapter.fhir.gather import gather_record
+from adapter.fhir.queries import prefetch_templates, searches
 from adapter.fhir.record import assemble
-from adapter.fhir.wire import Lazy, head_and_resource, head_of, load_resource
+from adapter.fhir.wire import (
+    Lazy,
+    LazyObservations,
+    ObservationHead,
+    head_and_resource,
+    head_of,
+    load_hook,
+    load_resource,
+)
+from adapter.mapping.observations import READ_ELEMENTS
 from adapter.synth import fhir
+from adapter.tables import trial
 from tests.helpers import AS_OF, PID, SUBJECT, asps, lab
 
 FIXTURES = sorted(Path(__file__).parent.joinpath("fixtures").glob("*.json"))
@@ -130,3 +142,58 @@ def test_a_newer_result_that_cannot_be_used_is_passed_over_and_said_so(value: by
 def test_an_unreadable_result_alone_is_unknown_never_not_met() -> None:
     row = _platelets_report(b"1e400", with_older=False)
     assert row["status"] == "unknown" and "not valid FHIR R4" in row["note"]
+
+
+# --------------------------------------------------------------- the hook: Observation searches in one pass
+
+
+def _split_prefetch(bundle: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A fixture as an EHR's prefetch: the Patient, every Observation under 'labs', each other type under
+    its own search key (what searches each key holds does not matter to the reading tested here)."""
+    keys = {"Observation": "labs", "Condition": "conditions", "MedicationStatement": "medicationStatement",
+            "MedicationRequest": "medicationRequest", "MedicationAdministration": "medicationAdministration",
+            "Medication": "medicationRequest"}
+    prefetch: dict[str, Any] = {}
+    pid = ""
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            prefetch["patient"], pid = resource, resource["id"]
+        elif resource["resourceType"] in keys:
+            searchset = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+            prefetch.setdefault(keys[resource["resourceType"]], searchset)["entry"].append(entry)
+    return pid, prefetch
+
+
+async def _report(pid: str, prefetch: dict[str, Any]) -> dict[str, Any]:
+    plan = searches(pid, trial("axiom"), AS_OF)
+    record = await gather_record(pid, plan, prefetch, None, 2.0)
+    return evaluate_record(record, AS_OF).to_json()
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+async def test_a_hooks_observations_read_in_one_pass_give_the_same_report(path: Path) -> None:
+    pid, prefetch = _split_prefetch(orjson.loads(path.read_bytes()))
+    body = orjson.dumps({"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                         "context": {"patientId": pid}, "prefetch": prefetch})
+    keys = tuple(prefetch_templates(trial("axiom")))
+    observation_keys = frozenset(s.key for s in searches(pid, trial("axiom"), None) if s.resource_type == "Observation")
+    fast = load_hook(body, keys, frozenset({"patient"}), observation_keys)["prefetch"]
+    assert isinstance(fast["labs"], LazyObservations)
+    assert await _report(pid, fast) == await _report(pid, orjson.loads(body)["prefetch"])
+
+
+def test_an_observation_head_keeps_every_element_the_criteria_read() -> None:
+    kept = set(ObservationHead.__struct_fields__)
+    assert kept >= READ_ELEMENTS, READ_ELEMENTS - kept
+
+
+async def test_an_observation_the_one_pass_reader_cannot_type_sends_the_whole_hook_the_slow_way() -> None:
+    pid, prefetch = _split_prefetch(orjson.loads((FIXTURES[0].parent / "asps-likely-eligible.json").read_bytes()))
+    prefetch["labs"]["entry"][0]["resource"]["status"] = 5  # not a FHIR code: the typed head refuses it
+    body = orjson.dumps({"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                         "context": {"patientId": pid}, "prefetch": prefetch})
+    keys = tuple(prefetch_templates(trial("axiom")))
+    slow = load_hook(body, keys, frozenset({"patient"}), frozenset({"labs"}))["prefetch"]
+    assert isinstance(slow["labs"], dict), "parsed whole, so nothing in it is lost"
+    assert await _report(pid, slow) == await _report(pid, orjson.loads(body)["prefetch"])

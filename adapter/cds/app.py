@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..engine import warm_up
 from ..errors import FhirServerError, InputError
-from ..fhir.queries import PATIENT_KEY, prefetch_templates
+from ..fhir.queries import PATIENT_KEY, prefetch_templates, searches
 from ..fhir.sessions import SessionPool
 from ..fhir.wire import load_hook, load_json
 from ..logs import configure as configure_logging
@@ -162,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guarded = [Depends(authenticated)]
     prefetch_keys = tuple(prefetch_templates(load_trial(settings.trial)))  # the searches are decoded lazily
     eager_keys = frozenset({PATIENT_KEY})
+    observation_keys = frozenset(s.key for s in searches("-", load_trial(settings.trial), None)
+                                 if s.resource_type == "Observation")
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
@@ -177,7 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   "application/json": {"schema": HOOK_REQUEST_SCHEMA}}}})
     async def invoke(request: Request) -> Response:
         try:
-            hook = parse_hook_request(load_hook(await request.body(), prefetch_keys, eager_keys))
+            hook = parse_hook_request(load_hook(await request.body(), prefetch_keys, eager_keys,
+                                                   observation_keys))
         except InputError as exc:
             return operation_outcome(400, str(exc))
         issuer = getattr(request.state, "issuer", None)

@@ -10,7 +10,7 @@ import msgspec
 
 from ..errors import InputError
 from .record import KEPT_TYPES, PatientRecord, assemble
-from .wire import Entry, Head, Lazy, head_and_resource, head_of, load_resource
+from .wire import Entry, Head, Lazy, LazyObservations, head_and_resource, head_of, load_resource
 
 
 def read_bytes(path: Path) -> bytes:
@@ -54,6 +54,12 @@ _Item = tuple[Head, str | None, msgspec.Raw | None, dict[str, Any] | None]
 def _resources(bundle: Any) -> Iterator[_Item]:
     """(head, fullUrl, raw JSON, parsed resource) for each resource of the Bundle; raw or parsed may be
     None (lazy entries are parsed later). InputError when this is not a Bundle."""
+    if isinstance(bundle, LazyObservations):
+        # an Observation search: anything else in it was not kept whole, so it cannot be used
+        for entry in bundle.entry or ():
+            if entry.resource is not None and entry.resource.resourceType == "Observation":
+                yield entry.resource, entry.fullUrl if isinstance(entry.fullUrl, str) else None, None, None
+        return
     if isinstance(bundle, Lazy):
         for item in bundle.entry or ():
             head, resource = head_and_resource(item.resource)

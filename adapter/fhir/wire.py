@@ -118,10 +118,50 @@ def head_of(resource: Resource) -> Head:
     )
 
 
+NULL = msgspec.Raw(b"null")
+
+
+class ObservationHead(Head, gc=False):
+    """An Observation from an Observation search of a hook's prefetch: its head, and the value elements
+    the criteria read (adapter/mapping/observations.py READ_ELEMENTS) as raw JSON — decoded in the same
+    pass as the request, nothing else of it kept. Codings keep system and code only."""
+
+    valueQuantity: msgspec.Raw = NULL  # noqa: N815
+    valueCodeableConcept: msgspec.Raw = NULL  # noqa: N815
+    valueInteger: msgspec.Raw = NULL  # noqa: N815
+    referenceRange: msgspec.Raw = NULL  # noqa: N815
+    component: msgspec.Raw = NULL
+    method: msgspec.Raw = NULL
+
+    def as_resource(self) -> Resource:
+        """The Observation as parsed JSON, made of what was kept."""
+        out: Resource = {"resourceType": self.resourceType}
+        for name in ("id", "status", "effectiveDateTime", "effectiveInstant", "dataAbsentReason"):
+            if (value := getattr(self, name)) is not None:
+                out[name] = value
+        if self.code is not None:
+            out["code"] = {} if self.code.coding is None else {"coding": [
+                {k: v for k, v in (("system", c.system), ("code", c.code)) if v is not None} for c in self.code.coding]}
+        for name, ref in (("subject", self.subject), ("patient", self.patient)):
+            if ref is not None:
+                out[name] = {} if ref.reference is None else {"reference": ref.reference}
+        if self.effectivePeriod is not None:
+            out["effectivePeriod"] = {k: v for k, v in (("start", self.effectivePeriod.start),
+                                                        ("end", self.effectivePeriod.end)) if v is not None}
+        for name in OBSERVATION_RAW:
+            if (raw := getattr(self, name)) is not NULL:
+                out[name] = _parse(raw)
+        return out
+
+
+OBSERVATION_RAW = ("valueQuantity", "valueCodeableConcept", "valueInteger", "referenceRange", "component", "method")
+
+
 class Entry:
     """A resource of a patient's record and the fullUrl it arrived under (for urn:uuid citations).
 
-    Built with the resource's raw JSON (parsed on first use of `resource`) or already parsed.
+    Built with the resource's raw JSON (parsed on first use of `resource`), already parsed, or with an
+    ObservationHead that holds all of it that is read.
     """
 
     __slots__ = ("_raw", "_resource", "full_url", "head")
@@ -137,9 +177,12 @@ class Entry:
     def resource(self) -> Resource:
         """The whole resource as parsed JSON (parsed once, on first use)."""
         if self._resource is None:
-            assert self._raw is not None
-            self._resource = _parse(self._raw)
-            self._raw = None
+            if self._raw is not None:
+                self._resource = _parse(self._raw)
+                self._raw = None
+            else:
+                assert isinstance(self.head, ObservationHead)
+                self._resource = self.head.as_resource()
         return self._resource
 
     @property
@@ -170,17 +213,39 @@ class Lazy(msgspec.Struct, gc=False):
     issue: Any = None
 
 
+class _ObservationEntry(msgspec.Struct, gc=False):
+    fullUrl: Any = None  # noqa: N815
+    resource: ObservationHead | None = None
+
+
+class LazyObservations(msgspec.Struct, gc=False):
+    """A Bundle of an Observation search, its entries decoded as ObservationHeads (see `load_hook`)."""
+
+    resourceType: Any = None  # noqa: N815
+    entry: list[_ObservationEntry] | None = None
+    link: Any = None
+    issue: Any = None
+
+
+LAZY = (Lazy, LazyObservations)
 _HEAD = msgspec.json.Decoder(Head)
 _LAZY = msgspec.json.Decoder(Lazy)
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 
 
 @functools.cache
-def _hook_decoder(prefetch_keys: tuple[str, ...], eager_keys: frozenset[str]) -> msgspec.json.Decoder[Any]:
+def _hook_decoder(prefetch_keys: tuple[str, ...], eager_keys: frozenset[str],
+                  observation_keys: frozenset[str]) -> msgspec.json.Decoder[Any]:
     """A decoder for hook requests whose prefetch has these keys: the eager ones (the Patient) parsed
-    whole, the others (searches) lazily; prefetch keys the service did not ask for are skipped."""
-    prefetch = msgspec.defstruct("Prefetch", [(key, Any if key in eager_keys else Lazy | None, None)
-                                              for key in prefetch_keys], gc=False)
+    whole, the Observation searches as ObservationHeads, the other searches lazily (raw entries);
+    prefetch keys the service did not ask for are skipped."""
+
+    def kind(key: str) -> Any:
+        if key in eager_keys:
+            return Any
+        return (LazyObservations if key in observation_keys else Lazy) | None
+
+    prefetch = msgspec.defstruct("Prefetch", [(key, kind(key), None) for key in prefetch_keys], gc=False)
     hook = msgspec.defstruct("Hook", [("hook", Any, None), ("hookInstance", Any, None), ("context", Any, None),
                                       ("fhirServer", Any, None), ("fhirAuthorization", Any, None),
                                       ("prefetch", prefetch | None, None)], gc=False)
@@ -219,15 +284,16 @@ def load_resource(data: bytes) -> Any:
     return lazy if lazy.resourceType == "Bundle" else load_json(data)
 
 
-def load_hook(data: bytes, prefetch_keys: tuple[str, ...], eager_keys: frozenset[str]) -> Any:
-    """A hook request as a dict, its prefetch searches decoded lazily (`Lazy`), in one pass.
+def load_hook(data: bytes, prefetch_keys: tuple[str, ...], eager_keys: frozenset[str],
+              observation_keys: frozenset[str] = frozenset()) -> Any:
+    """A hook request as a dict, its prefetch searches decoded lazily, in one pass.
 
     A body the lazy decoder refuses (not an object, a prefetch value that is not an object) is parsed
     whole, for the request's validation and the gatherer to say what is wrong with it.
     """
     check_utf8(data)
     try:
-        hook = _hook_decoder(prefetch_keys, eager_keys).decode(data)
+        hook = _hook_decoder(prefetch_keys, eager_keys, observation_keys).decode(data)
     except _DECODE_ERRORS:
         return load_json(data)
     out = {name: getattr(hook, name) for name in hook.__struct_fields__ if getattr(hook, name) is not None}
@@ -265,33 +331,33 @@ def head_and_resource(raw: msgspec.Raw) -> tuple[Head | None, Resource | None]:
 
 def is_bundle(value: Any) -> bool:
     """A Bundle, lazy or parsed."""
-    if isinstance(value, Lazy):
+    if isinstance(value, LAZY):
         return bool(value.resourceType == "Bundle")
     return isinstance(value, dict) and value.get("resourceType") == "Bundle"
 
 
 def is_lazy(value: Any) -> bool:
-    return isinstance(value, Lazy)
+    return isinstance(value, LAZY)
 
 
 def resource_type(value: Any) -> Any:
     """The resourceType of a lazy or parsed resource (None for anything else)."""
-    if isinstance(value, Lazy):
+    if isinstance(value, LAZY):
         return value.resourceType
     return value.get("resourceType") if isinstance(value, dict) else None
 
 
 def issues(value: Any) -> list[Any]:
     """An OperationOutcome's issues, lazy or parsed."""
-    found = value.issue if isinstance(value, Lazy) else value.get("issue") if isinstance(value, dict) else None
+    found = value.issue if isinstance(value, LAZY) else value.get("issue") if isinstance(value, dict) else None
     return found if isinstance(found, list) else []
 
 
-def bundle_links(bundle: Lazy | Resource) -> Any:
-    return bundle.link if isinstance(bundle, Lazy) else bundle.get("link")
+def bundle_links(bundle: Lazy | LazyObservations | Resource) -> Any:
+    return bundle.link if isinstance(bundle, LAZY) else bundle.get("link")
 
 
-def bundle_size(bundle: Lazy | Resource) -> int:
+def bundle_size(bundle: Lazy | LazyObservations | Resource) -> int:
     """How many entries a Bundle holds (0 when `entry` is not a list: the Bundle's reader says why)."""
-    items = bundle.entry if isinstance(bundle, Lazy) else bundle.get("entry")
+    items = bundle.entry if isinstance(bundle, LAZY) else bundle.get("entry")
     return len(items) if isinstance(items, list) else 0
