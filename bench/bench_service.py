@@ -14,7 +14,7 @@
 Everything listens on 127.0.0.1; servers are subprocesses started and stopped here. Ratios only mean
 something within one run (2 noisy cores: ±30 %). Nothing is asserted.
 
-    .venv/bin/python bench/bench_service.py [--requests 60] [--duration 30] [--only a,b,c]
+    .venv/bin/python bench/bench_service.py [--requests 300] [--fetch-requests 60] [--duration 30] [--only a,b,c]
 """
 
 from __future__ import annotations
@@ -501,14 +501,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         if "a" in parts:
             await bench_a(hook, bare, args.requests)
         if "b" in parts:
-            await bench_b(hook, workdir, args.requests)
+            await bench_b(hook, workdir, args.fetch_requests)
         if "c" in parts:
             await bench_c(hook, bare, args.duration, args.clients)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=60, help="sequential requests per measurement (a, b)")
+    parser.add_argument("--requests", type=int, default=300,
+                        help="sequential requests of each kind in (a): a p99 needs a few hundred samples")
+    parser.add_argument("--fetch-requests", type=int, default=60, help="sequential hooks (and query rounds) in (b)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per server (c)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (c)")
     parser.add_argument("--only", default="a,b,c", help="which parts to run, e.g. a,c")
