@@ -237,3 +237,14 @@ def test_an_unreadable_creatinine_reference_range_leaves_cockcroft_gault_to_deci
     assert result.status == "met" and "Cockcroft-Gault branch" in (result.note or "")
     alone = evaluate(asps(), scr).criterion("renal-function")
     assert alone.status == "unknown" and "cannot use the reference range" in (alone.note or "")
+
+
+def test_a_reference_range_that_is_not_valid_fhir_is_refused_only_where_it_is_read() -> None:
+    def with_bad_range(resource: dict) -> dict:  # type: ignore[type-arg]
+        resource["referenceRange"] = [{"low": {"value": "ten"}, "high": {"value": 40, "unit": "U/L"}}]
+        return resource
+
+    plt = with_bad_range(lab("777-3", 150, "K/uL", ucum="10*3/uL"))
+    assert evaluate(asps(), plt).criterion("platelets").status == "met"
+    ast = evaluate(asps(), with_bad_range(lab("1920-8", 30, "U/L", ucum="U/L"))).criterion("ast")
+    assert ast.status == "unknown" and "reference range is not valid FHIR R4" in (ast.note or "")

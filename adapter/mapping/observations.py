@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Any, NamedTuple
 
-from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
 from pydantic import ValidationError
 
 from .. import tables
@@ -40,10 +41,28 @@ class Measurement:
     unit: str | None = None
     concepts: frozenset[Coding] = frozenset()
     methods: frozenset[Coding] = frozenset()
-    uln: float | None = None  # in `unit`, from referenceRange.high
-    uln_original: str | None = None
     unit_error: str | None = None  # the value cannot be used
-    uln_error: str | None = None  # the reference range cannot be used (only ULN criteria care)
+    # referenceRange and the value's unit: read (and validated) only by the criteria that use a ULN
+    ranges: tuple[Any, ...] = field(default=(), compare=False)
+    value_unit: Any = field(default=None, compare=False)
+
+    @cached_property
+    def reference_limit(self) -> tuple[float | None, str | None, str | None]:
+        """ULN from the result's referenceRange.high in `unit`, as written, or why it cannot be used."""
+        spec = tables.observations().inputs[self.input]
+        return _uln(self.ranges, self.value_unit or {}, spec, tables.observations().by_code[self.code].kind)
+
+    @property
+    def uln(self) -> float | None:
+        return self.reference_limit[0]
+
+    @property
+    def uln_original(self) -> str | None:
+        return self.reference_limit[1]
+
+    @property
+    def uln_error(self) -> str | None:
+        return self.reference_limit[2]
 
     @property
     def dated(self) -> str:
@@ -129,10 +148,19 @@ def _value_quantity(resource: dict[str, Any], input_id: str, longest_code: str) 
     return q if isinstance(q, dict) else None
 
 
-def _uln(resource: dict[str, Any], value_unit: dict[str, Any], spec: tables.InputSpec,
+def _uln(given: tuple[Any, ...], value_unit: dict[str, Any], spec: tables.InputSpec,
          kind: str) -> tuple[float | None, str | None, str | None]:
-    """Upper limit of normal from referenceRange.high, in the input's canonical unit."""
-    ranges = [r for r in resource.get("referenceRange") or () if isinstance(r, dict)]
+    """Upper limit of normal from referenceRange.high, in the input's canonical unit.
+
+    The ranges are validated here (fhir.resources R4B), when a criterion asks for the ULN: most results
+    are judged against a fixed threshold and never read their range.
+    """
+    ranges = [r for r in given if isinstance(r, dict)]
+    for rng in ranges:
+        try:
+            ObservationReferenceRange.model_validate(rng)
+        except ValidationError as exc:
+            return None, None, f"the reference range is not valid FHIR R4 ({_first_error(exc)})"
     ranges.sort(key=lambda r: 0 if not r.get("type") or "normal" in str(r.get("type")) else 1)
     for rng in ranges:
         high = rng.get("high")
@@ -196,9 +224,9 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
         factor, _ = quantity_factor(q.get("code"), q.get("unit"), spec.unit, spec.analyte, kind)
     except UnitError as exc:
         return Measurement(**base, original=original, unit_error=str(exc))
-    uln, uln_original, uln_error = _uln(r, q, spec, kind)
+    ranges = r.get("referenceRange")
     return Measurement(**base, original=original, value=raw.scale(factor), unit=spec.unit,
-                       uln=uln, uln_original=uln_original, uln_error=uln_error)
+                       ranges=tuple(ranges) if isinstance(ranges, list) else (), value_unit=q)
 
 
 def _exp10(exponent: float) -> float:
@@ -210,22 +238,27 @@ def _exp10(exponent: float) -> float:
 
 
 # The elements the criteria read. Validation covers exactly these: narrative, performer, notes and
-# extensions are not used, and validating them would cost most of the evaluation's time.
+# extensions are not used, and validating them would cost most of the evaluation's time. The
+# reference range is validated apart, by the ULN criteria that read it (Measurement.reference_limit).
 READ_ELEMENTS = frozenset({
     "resourceType", "id", "status", "code", "subject", "effectiveDateTime", "effectivePeriod",
     "effectiveInstant", "valueQuantity", "valueCodeableConcept", "valueInteger", "dataAbsentReason",
     "referenceRange", "component", "method",
 })
+VALIDATED_WITH_THE_VALUE = READ_ELEMENTS - {"referenceRange"}
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}"
 
 
 def valid_fhir(entry: Entry) -> str | None:
     """None when the elements we read are valid R4 (fhir.resources R4B model); else a one-line reason."""
     try:
-        Observation.model_validate({k: v for k, v in entry.resource.items() if k in READ_ELEMENTS})
+        Observation.model_validate({k: v for k, v in entry.resource.items() if k in VALIDATED_WITH_THE_VALUE})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{entry.ref or 'an Observation'} is not valid FHIR R4 ({where}: {first.get('msg')})"
+        return f"{entry.ref or 'an Observation'} is not valid FHIR R4 ({_first_error(exc)})"
     return None
 
 
