@@ -62,8 +62,9 @@ class Settings(BaseSettings):
                                                           "before any byte, while they fit in the deadline")
     fhir_breaker_failures: int = Field(5, ge=0, description="Consecutive failures (timeouts, connection errors, "
                                                             "5xx) that stop calls to a FHIR server; 0: never")
-    fhir_breaker_cooldown_s: float = Field(30.0, gt=0, description="How long a failing FHIR server is not called "
-                                                                   "before one trial request")
+    fhir_breaker_cooldown_s: float = Field(5.0, gt=0, description="Longest time a failing FHIR server is not called "
+                                                                  "before one trial request (a server back from an "
+                                                                  "outage waits at most this long for its first hook)")
     fhir_breaker_first_cooldown_s: float = Field(2.0, gt=0, description="First cool-down after the breaker "
                                                  "opens; doubles after each failed trial, up to the maximum")
     fhir_max_response_mb: float = Field(50.0, gt=0, description="Largest FHIR response body accepted")
