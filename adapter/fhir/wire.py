@@ -5,6 +5,8 @@ and most of it is never read: of a thousand lab Observations the criteria look a
 code. So a Bundle is decoded (msgspec) into its entries' raw JSON plus a small `Head` per resource —
 type, id, subject, codes, date, status — which is all that attribution, the date floor and the choice
 by code read. `Entry.resource` parses the whole resource (orjson) the first time it is asked for.
+A hook's Observation searches go one step further (`load_hook`): decoded in the request's single pass
+as an `ObservationHead` each — the head plus the value elements the criteria read, as raw JSON.
 
 Nothing is lost on the fast path: a resource whose head fields have an unexpected JSON type is parsed
 whole at once and its head read the tolerant way (`head_of`), where a field of the wrong type counts
