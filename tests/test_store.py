@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from adapter.store import Feedback, FeedbackError, IssuedCard, Store, parse_feedback
-from adapter.store.db import feedback
+from adapter.store import AuditRow, Feedback, FeedbackError, IssuedCard, Store, parse_feedback
+from adapter.store.db import feedback, issued_cards
 from tests.postgres_server import PostgresServer
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -227,6 +227,29 @@ def test_comments_past_their_retention_are_blanked_and_the_rest_kept(store: Stor
     assert store.feedback_for(recent)[0].user_comment == "recent comment"
     assert store.forget_comments(datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert store.feedback_for(recent)[0].user_comment is None
+
+
+def _audit_row(days_ago: int) -> AuditRow:
+    return AuditRow(evaluated_at=datetime.now(UTC) - timedelta(days=days_ago), issuer=None, hook_instance="h",
+                    fhir_server=None, patient_id="p-1", verdict="likely-eligible", cohort="asps", statuses={},
+                    trial_version="v", as_of="2026-11-21", card_shown=True, duration_ms=5)
+
+
+def test_issued_cards_and_audit_rows_past_their_retention_are_deleted(db_url: str) -> None:
+    store = Store(db_url, card_days=61, audit_days=365)
+    old_card = IssuedCard(str(uuid.uuid4()), "pk-1", "needs-review", "v", datetime.now(UTC) - timedelta(days=70))
+    new_card = IssuedCard(str(uuid.uuid4()), "pk-1", "needs-review", "v", datetime.now(UTC) - timedelta(days=1))
+    store.write_batch([old_card, new_card, _audit_row(400), _audit_row(2)])
+    assert [row["evaluated_at"][:10] for row in store.audit_rows()] == [
+        (datetime.now(UTC) - timedelta(days=2)).date().isoformat()]
+    with store._engine.connect() as conn:
+        kept = {r[0] for r in conn.execute(issued_cards.select().with_only_columns(issued_cards.c.card_uuid))}
+    assert kept == {new_card.card_uuid}
+    store.close()
+    forever = Store(db_url)  # no retention configured: nothing is deleted
+    forever.write_batch([_audit_row(4000)])
+    assert len(list(forever.audit_rows())) == 2
+    forever.close()
 
 
 # --- concurrency --------------------------------------------------------------------------------------

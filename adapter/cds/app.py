@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
-        store = Store(settings.database_url)
+        # issued cards are needed while an override of them can still suppress a card: twice the period
+        store = Store(settings.database_url, card_days=2 * max(settings.suppress_days, 0) + 1,
+                      audit_days=settings.audit_days or None)
         app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch))
         jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
 

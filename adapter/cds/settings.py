@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///axiom-cds.db"
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")
+    audit_days: int = Field(0, ge=0, description="Days audit rows (one per evaluation, with the patient id) are "
+                            "kept; 0: for ever — the hospital's retention policy decides")
     feedback_comment_days: int = Field(90, ge=0, description="Days a clinician's free-text feedback comment "
                                        "(may hold PHI) is kept; 0: never stored. Reason codes are kept")
     as_of: date | None = Field(None, description="Fixed evaluation date (testing and demos); default today")

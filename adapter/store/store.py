@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, select
 
-from .audit import AuditRow, read_audit, write_audit
+from .audit import AuditRow, audit, read_audit, write_audit
 from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, jwt_ids, make_engine
 from .model import Feedback, IssuedCard, canonical_uuid, require_aware
 
@@ -46,11 +46,17 @@ _SUPPRESSED = (
 
 
 class Store:
-    def __init__(self, url: str = "sqlite:///axiom-cds.db") -> None:
+    def __init__(self, url: str = "sqlite:///axiom-cds.db", *, card_days: int | None = None,
+                 audit_days: int | None = None) -> None:
+        """`card_days`, `audit_days`: how long issued cards and audit rows are kept (None: for ever);
+        older ones are deleted by the background writer, at most once an hour."""
         self._engine = make_engine(url)
         create_schema(self._engine)
         self._last_purge = datetime.min.replace(tzinfo=UTC)
         self._last_comment_purge = datetime.min.replace(tzinfo=UTC)
+        self._last_retention = datetime.min.replace(tzinfo=UTC)
+        self._card_days = card_days
+        self._audit_days = audit_days
 
     def record_card(self, card: IssuedCard) -> None:
         """Remember a card we returned; recording the same card_uuid again changes nothing."""
@@ -65,6 +71,18 @@ class Store:
                 self._insert_cards(conn, cards)
             if rows:
                 write_audit(conn, rows)
+            self._apply_retention(conn, datetime.now(UTC))
+
+    def _apply_retention(self, conn: Connection, now: datetime) -> None:
+        if now - self._last_retention < timedelta(hours=1):
+            return
+        self._last_retention = now
+        if self._card_days is not None:
+            conn.execute(delete(issued_cards).where(issued_cards.c.issued_at < now - timedelta(days=self._card_days)))
+        if self._audit_days is not None:
+            gone = conn.execute(delete(audit).where(audit.c.evaluated_at < now - timedelta(days=self._audit_days)))
+            if gone.rowcount:
+                log.info("audit rows past their retention deleted: %d", gone.rowcount)
 
     def audit_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """The audit trail, oldest first (for `axiom-cds audit export`)."""
