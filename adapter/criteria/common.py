@@ -84,10 +84,11 @@ def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: s
     the result has a reference range that cannot be read, why (its own ULN exists: a default would
     stand in for a value the lab did state).
     """
-    if m.uln_error:
-        return f"cannot use the reference range of {m.original}: {m.uln_error}"
-    if m.uln is not None and m.uln > 0:
-        return m.uln, f"ULN {m.uln_original}", None
+    own, own_text, problem = m.reference_limit
+    if problem:
+        return f"cannot use the reference range of {m.original}: {problem}"
+    if own is not None and own > 0:
+        return own, f"ULN {own_text}", None
     spec = observations().inputs[input_id]
     assert spec.unit is not None
     default = rule["default_uln"]

@@ -60,13 +60,17 @@ def reference_key(reference: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else reference
 
 
+def first_error(exc: ValidationError) -> str:
+    """A fhir.resources validation failure in one line: where, and what is wrong there."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}"
+
+
 def validate_patient(patient: Resource) -> None:
     try:
         Patient.model_validate(patient)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise InputError(f"the Patient resource is not valid FHIR R4 ({where}: {first.get('msg')})") from None
+        raise InputError(f"the Patient resource is not valid FHIR R4 ({first_error(exc)})") from None
 
 
 def patient_ref(patient: Resource, full_url: str | None) -> str:

@@ -150,13 +150,13 @@ class ObservationHead(Head, gc=False):
         if self.effectivePeriod is not None:
             out["effectivePeriod"] = {k: v for k, v in (("start", self.effectivePeriod.start),
                                                         ("end", self.effectivePeriod.end)) if v is not None}
-        for name in OBSERVATION_RAW:
+        for name in _OBSERVATION_RAW:
             if (raw := getattr(self, name)) is not NULL:
                 out[name] = _parse(raw)
         return out
 
 
-OBSERVATION_RAW = ("valueQuantity", "valueCodeableConcept", "valueInteger", "referenceRange", "component", "method")
+_OBSERVATION_RAW = tuple(f for f in ObservationHead.__struct_fields__ if f not in Head.__struct_fields__)
 
 
 class Entry:

@@ -18,6 +18,7 @@ from fhir.resources.R4B.observation import Observation, ObservationReferenceRang
 from pydantic import ValidationError
 
 from .. import tables
+from ..fhir.record import first_error
 from ..fhir.wire import Entry
 from ..interval import Interval
 from ..tables import Coding
@@ -51,18 +52,6 @@ class Measurement:
         """ULN from the result's referenceRange.high in `unit`, as written, or why it cannot be used."""
         spec = tables.observations().inputs[self.input]
         return _uln(self.ranges, self.value_unit or {}, spec, tables.observations().by_code[self.code].kind)
-
-    @property
-    def uln(self) -> float | None:
-        return self.reference_limit[0]
-
-    @property
-    def uln_original(self) -> str | None:
-        return self.reference_limit[1]
-
-    @property
-    def uln_error(self) -> str | None:
-        return self.reference_limit[2]
 
     @property
     def dated(self) -> str:
@@ -160,7 +149,7 @@ def _uln(given: tuple[Any, ...], value_unit: dict[str, Any], spec: tables.InputS
         try:
             ObservationReferenceRange.model_validate(rng)
         except ValidationError as exc:
-            return None, None, f"the reference range is not valid FHIR R4 ({_first_error(exc)})"
+            return None, None, f"the reference range is not valid FHIR R4 ({first_error(exc)})"
     ranges.sort(key=lambda r: 0 if not r.get("type") or "normal" in str(r.get("type")) else 1)
     for rng in ranges:
         high = rng.get("high")
@@ -248,17 +237,12 @@ READ_ELEMENTS = frozenset({
 VALIDATED_WITH_THE_VALUE = READ_ELEMENTS - {"referenceRange"}
 
 
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}"
-
-
 def valid_fhir(entry: Entry) -> str | None:
     """None when the elements we read are valid R4 (fhir.resources R4B model); else a one-line reason."""
     try:
         Observation.model_validate({k: v for k, v in entry.resource.items() if k in VALIDATED_WITH_THE_VALUE})
     except ValidationError as exc:
-        return f"{entry.ref or 'an Observation'} is not valid FHIR R4 ({_first_error(exc)})"
+        return f"{entry.ref or 'an Observation'} is not valid FHIR R4 ({first_error(exc)})"
     return None
 
 
