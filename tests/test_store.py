@@ -210,18 +210,19 @@ def commented(card_uuid: str, comment: str) -> Feedback:
     return Feedback(card_uuid, "overridden", NOW, override_reason_code="already-screened", user_comment=comment)
 
 
-def test_with_no_comment_retention_the_comment_is_never_stored(store: Store) -> None:
-    assert store.add_feedback([commented(CARD, "pt says she moved to Ohio")], comment_days=0) == 1
+def test_with_no_comment_retention_the_comment_is_never_stored(db_url: str) -> None:
+    store = Store(db_url, comment_days=0)
+    assert store.add_feedback([commented(CARD, "pt says she moved to Ohio")]) == 1
     (kept,) = store.feedback_for(CARD)
     assert kept.user_comment is None and kept.override_reason_code == "already-screened"
 
 
-def test_comments_past_their_retention_are_blanked_and_the_rest_kept(store: Store) -> None:
+def test_comments_past_their_retention_are_blanked_and_the_rest_kept(store: Store, db_url: str) -> None:
     old, recent = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
     store.add_feedback([commented(old, "old comment")])
     with store._engine.begin() as conn:  # received 100 days ago
         conn.execute(feedback.update().values(received_at=datetime.now(UTC) - timedelta(days=100)))
-    store.add_feedback([commented(recent, "recent comment")], comment_days=90)  # the next write purges
+    Store(db_url, comment_days=90).add_feedback([commented(recent, "recent comment")])  # the next write purges
     assert store.feedback_for(old)[0].user_comment is None
     assert store.feedback_for(old)[0].override_reason_code == "already-screened", "the reason code stays"
     assert store.feedback_for(recent)[0].user_comment == "recent comment"

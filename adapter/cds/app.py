@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
         # issued cards are needed while an override of them can still suppress a card: twice the period
         store = Store(settings.database_url, card_days=2 * max(settings.suppress_days, 0) + 1,
-                      audit_days=settings.audit_days or None)
+                      audit_days=settings.audit_days or None, comment_days=settings.feedback_comment_days)
         app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch))
         jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
 
@@ -204,8 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             items = parse_feedback(load_json(await request.body()))
         except (InputError, FeedbackError) as exc:
             return operation_outcome(400, str(exc))
-        stored = await run_in_threadpool(request.app.state.service.store.add_feedback, items,
-                                         settings.feedback_comment_days)
+        stored = await run_in_threadpool(request.app.state.service.store.add_feedback, items)
         log.info("feedback stored", extra={"items": len(items), "new": stored})
         return Response(status_code=200)
 

@@ -47,16 +47,17 @@ _SUPPRESSED = (
 
 class Store:
     def __init__(self, url: str = "sqlite:///axiom-cds.db", *, card_days: int | None = None,
-                 audit_days: int | None = None) -> None:
-        """`card_days`, `audit_days`: how long issued cards and audit rows are kept (None: for ever);
-        older ones are deleted by the background writer, at most once an hour."""
+                 audit_days: int | None = None, comment_days: int | None = None) -> None:
+        """How long things are kept (None: for ever): issued cards, audit rows, and the clinician's
+        free-text feedback comment (which may hold PHI; 0: never stored). Older ones go at the next
+        write, at most once an hour."""
         self._engine = make_engine(url)
         create_schema(self._engine)
         self._last_purge = datetime.min.replace(tzinfo=UTC)
-        self._last_comment_purge = datetime.min.replace(tzinfo=UTC)
         self._last_retention = datetime.min.replace(tzinfo=UTC)
         self._card_days = card_days
         self._audit_days = audit_days
+        self._comment_days = comment_days
 
     def record_card(self, card: IssuedCard) -> None:
         """Remember a card we returned; recording the same card_uuid again changes nothing."""
@@ -83,6 +84,8 @@ class Store:
             gone = conn.execute(delete(audit).where(audit.c.evaluated_at < now - timedelta(days=self._audit_days)))
             if gone.rowcount:
                 log.info("audit rows past their retention deleted: %d", gone.rowcount)
+        if self._comment_days:
+            self._forget_comments(conn, now - timedelta(days=self._comment_days))
 
     def audit_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """The audit trail, oldest first (for `axiom-cds audit export`)."""
@@ -105,25 +108,22 @@ class Store:
         for row in rows:
             insert_ignore(conn, issued_cards, row, ["card_uuid"])
 
-    def add_feedback(self, items: list[Feedback], comment_days: int | None = None) -> int:
+    def add_feedback(self, items: list[Feedback]) -> int:
         """Store feedback once per (card, outcome, outcome timestamp); return how many items were new.
 
         Feedback naming a card this store never recorded is kept too: another replica, or this one
-        before a restart with another database, may have issued it. `comment_days`: how long the
-        clinician's free-text comment (which may hold PHI) is kept — 0: not stored, None: for ever.
+        before a restart with another database, may have issued it.
         """
         if not items:
             return 0
         received_at = datetime.now(UTC)
         rows = [_feedback_row(item, received_at) for item in items]  # validate all before writing any
-        if comment_days == 0:
+        if self._comment_days == 0:
             for row in rows:
                 row["user_comment"] = None
         with self._engine.begin() as conn:
             new = sum(insert_ignore(conn, feedback, row, FEEDBACK_KEY) for row in rows)
-            if comment_days and received_at - self._last_comment_purge > timedelta(hours=1):
-                self._forget_comments(conn, received_at - timedelta(days=comment_days))
-                self._last_comment_purge = received_at
+            self._apply_retention(conn, received_at)
         log.info("feedback stored: %d new of %d", new, len(items))
         return new
 
