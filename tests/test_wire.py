@@ -25,7 +25,7 @@ from adapter.fhir.wire import (
     load_hook,
     load_resource,
 )
-from adapter.mapping.observations import READ_ELEMENTS
+from adapter.mapping.values import READ_ELEMENTS
 from adapter.synth import fhir
 from adapter.tables import trial
 from tests.helpers import AS_OF, PID, SUBJECT, asps, lab

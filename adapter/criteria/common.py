@@ -8,7 +8,8 @@ from typing import Any
 
 from ..interval import Interval
 from ..mapping.facts import Facts
-from ..mapping.observations import Measurement, Selection
+from ..mapping.observations import Selection
+from ..mapping.values import Measurement
 from ..tables import observations
 from ..units import UnitError, factor
 from .model import CriterionResult

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..mapping.conditions import ConditionFact
 from ..mapping.facts import Facts
-from ..mapping.observations import Measurement
+from ..mapping.values import Measurement
 from ..tables import Trial, answers, conditions
 from .common import fmt, join
 from .model import CriterionResult

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..mapping.facts import Facts
-from ..mapping.observations import Measurement
+from ..mapping.values import Measurement
 from ..tables import Trial, answers
 from .common import fmt, join
 from .model import CriterionResult, Status

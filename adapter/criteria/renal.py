@@ -11,7 +11,7 @@ import math
 
 from ..interval import Interval
 from ..mapping.facts import Facts
-from ..mapping.observations import Measurement
+from ..mapping.values import Measurement
 from ..tables import Trial
 from .common import fmt, join, upper_limit, usable_value
 from .model import CriterionResult, Status, decide

@@ -125,7 +125,7 @@ NULL = msgspec.Raw(b"null")
 
 class ObservationHead(Head, gc=False):
     """An Observation from an Observation search of a hook's prefetch: its head, and the value elements
-    the criteria read (adapter/mapping/observations.py READ_ELEMENTS) as raw JSON — decoded in the same
+    the criteria read (adapter/mapping/values.py READ_ELEMENTS) as raw JSON — decoded in the same
     pass as the request, nothing else of it kept. Codings keep system and code only."""
 
     valueQuantity: msgspec.Raw = NULL  # noqa: N815

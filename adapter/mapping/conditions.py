@@ -15,9 +15,9 @@ from fhir.resources.R4B.condition import Condition
 from pydantic import ValidationError
 
 from .. import tables
+from ..fhir.elements import codings, concept_text
 from ..fhir.wire import Entry
 from .dates import date_range
-from .observations import codings, concept_text
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from functools import cache
 from typing import Any
 
 from .. import tables
+from ..fhir.elements import codings
 from ..fhir.record import reference_key
 from ..fhir.wire import Entry
 from .dates import date_range
-from .observations import codings
 
 _DATE_KEYS = {
     "MedicationStatement": ("effectiveDateTime", "effectivePeriod", "dateAsserted"),

@@ -1,0 +1,55 @@
+"""Readers of FHIR JSON elements shared by every mapping module: codings, concept text, numbers.
+
+They take parsed JSON as it arrives (any type) and never raise: an element of the wrong JSON type is
+read as absent, so one malformed field cannot fail a whole record.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Coding = tuple[str, str]  # (system, code)
+
+
+
+def codings(concept: Any) -> frozenset[Coding]:
+    if not isinstance(concept, dict):
+        return frozenset()
+    out = set()
+    for c in concept.get("coding") or ():
+        if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
+            out.add((c["system"], c["code"]))
+    return frozenset(out)
+
+
+def concept_text(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    if isinstance(concept.get("text"), str):
+        return str(concept["text"])
+    for c in concept.get("coding") or ():
+        if isinstance(c, dict) and (c.get("display") or c.get("code")):
+            return str(c.get("display") or c.get("code"))
+    return ""
+
+
+def number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def fmt_number(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
+def quantity_text(q: dict[str, Any]) -> str:
+    comparator = f"{q['comparator']} " if isinstance(q.get("comparator"), str) else ""
+    value = number(q.get("value"))
+    shown = fmt_number(value) if value is not None else "?"
+    unit = q.get("unit") or q.get("code") or ""
+    return f"{comparator}{shown} {unit}".strip()
+
+
