@@ -62,13 +62,13 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
     what = label(input_id)
     m = sel.chosen
     if m is None:
-        stale = sel.stale
+        shown = sel.conflict or ([sel.stale] if sel.stale else [])
         return CriterionResult(
             cid, "unknown", requirement,
-            observed=stale.dated if stale else None,
-            evidence=[stale.ref] if stale and stale.ref else [],
+            observed="; ".join(s.dated for s in shown) or None,
+            evidence=[s.ref or "" for s in shown],
             note=sel.absence(what, window_days),
-            missing="stale" if stale else "absent",
+            missing=None if sel.conflict else "stale" if sel.stale else "absent",
         )
     if m.unit_error or m.value is None:
         why = m.unit_error or "the value is not a quantity"

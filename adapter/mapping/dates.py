@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import date
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
@@ -60,3 +60,34 @@ def age_range(birth_text: object, on: date) -> tuple[int, int] | None:
         return None
     earliest, latest = rng
     return age_on(latest, on), age_on(earliest, on)
+
+
+Instant = tuple[datetime, datetime]  # earliest and latest moment a FHIR date/dateTime can mean, UTC
+
+
+def instant_range(text: object) -> Instant | None:
+    """The span of time a FHIR date/dateTime/instant can mean, in UTC, for ordering results.
+
+    "Most recent" is the latest instant, not the latest calendar day: `2026-11-14T23:30:00-05:00` is
+    after `2026-11-15T02:00:00+00:00`. A dateTime with a time but no offset (not valid FHIR, but sent)
+    and a partial date are read in UTC; a partial date spans every instant of its days.
+    """
+    return _instant_range(text) if isinstance(text, str) else None
+
+
+@lru_cache(maxsize=8192)
+def _instant_range(text: str) -> Instant | None:
+    text = text.strip()
+    if "T" in text:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return moment, moment
+    days = _date_range(text)
+    if days is None:
+        return None
+    start = datetime.combine(days[0], time.min, UTC)
+    end = datetime.combine(days[1], time.max, UTC)
+    return start, end
