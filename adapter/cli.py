@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from .cds.settings import Settings
 from .criteria.model import EligibilityReport
 from .demo import run_demo
-from .engine import evaluate_bundle, evaluate_record
+from .engine import evaluate_bundle, evaluate_record, fhir_wanted
 from .errors import FhirServerError, InputError
 from .fhir.bundle import read_bytes
 from .fhir.server import fetch_record
@@ -31,7 +31,7 @@ from .report.card import cards_response
 from .report.text import render
 from .store import Store
 from .synth.generator import write_bundles
-from .tables import trial as load_trial
+from .trials import load_trial
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="AXIOM (NCT05333458) trial eligibility from FHIR R4 data.")
@@ -77,22 +77,26 @@ def evaluate(
     token: Annotated[str | None, typer.Option("--token", help="Bearer token for --fhir-server",
                                               envvar="AXIOM_FHIR_TOKEN", show_envvar=True)] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per FHIR request")] = 30.0,
+    trial: Annotated[str, typer.Option("--trial", help="Trial definition: a YAML file, or the id of one in "
+                                       "mappings/trials/", envvar="AXIOM_TRIAL", show_envvar=True)] = "axiom",
 ) -> None:
     """Evaluate one patient against every AXIOM criterion."""
     when = parse_as_of(as_of)
     try:
+        load_trial(trial)  # a bad definition fails before any FHIR call
         if fhir_server is not None:
             if bundle is not None:
                 raise fail("give either a BUNDLE file or --fhir-server, not both")
             if not patient:
                 raise fail("--fhir-server needs --patient ID")
-            record = asyncio.run(fetch_record(fhir_server, patient, load_trial(), when, token, timeout))
-            report = evaluate_record(record, when)
+            record = asyncio.run(fetch_record(fhir_server, patient, fhir_wanted(load_trial(trial)), when, token,
+                                             timeout))
+            report = evaluate_record(record, when, trial)
         else:
             if bundle is None:
                 raise fail("give a BUNDLE file, or --fhir-server URL --patient ID")
             data = sys.stdin.buffer.read() if str(bundle) == "-" else read_bytes(bundle)
-            report = evaluate_bundle(data, when)
+            report = evaluate_bundle(data, when, trial)
     except (InputError, FhirServerError) as exc:
         raise fail(str(exc)) from None
     typer.echo(output(report, fmt))

@@ -9,14 +9,42 @@ import orjson
 from .criteria.evaluate import evaluate
 from .criteria.model import EligibilityReport
 from .fhir.bundle import record_from_bytes
-from .fhir.queries import lookback_days
 from .fhir.record import PatientRecord
+from .fhir.wanted import Wanted
 from .mapping.facts import build_facts
-from .tables import trial
+from .tables import observations
+from .trials import Trial, load_trial
+
+# Days beyond the longest window that are still read, so a stale value can be shown with its date.
+STALE_MARGIN_DAYS = 2
+
+
+def longest_window(definition: Trial) -> int:
+    return max(definition.lookback_windows())
+
+
+def lookback_days(definition: Trial) -> int:
+    """How far back windowed Observations are read at all, in every mode."""
+    return longest_window(definition) + STALE_MARGIN_DAYS
+
+
+def fhir_wanted(definition: Trial) -> Wanted:
+    """What the FHIR layer is asked to find for this trial (it knows nothing of criteria): every mapped
+    Observation code, each search's codes (mappings/observations.yaml `search`; informative inputs are
+    kept when sent, never searched for), which searches read the whole history, and how far back."""
+    table = observations()
+    keys = dict.fromkeys(spec.search for spec in table.inputs.values())
+    return Wanted(
+        codes=dict(table.codes_by_system),
+        searches=tuple((key, tuple((spec.system, code) for spec in table.inputs.values()
+                                   if spec.search == key and not spec.informative for code in spec.codes))
+                       for key in keys),
+        whole_history=frozenset(spec.search for spec in table.inputs.values() if spec.history),
+        lookback_days=lookback_days(definition))
 
 
 def evaluate_record(record: PatientRecord, as_of: date, trial_name: str = "axiom") -> EligibilityReport:
-    definition = trial(trial_name)
+    definition = load_trial(trial_name)
     return evaluate(build_facts(record, as_of, lookback_days(definition)), definition)
 
 
@@ -37,4 +65,4 @@ def warm_up(trial_name: str = "axiom") -> None:
 
 def evaluate_bundle(data: bytes, as_of: date, trial_name: str = "axiom") -> EligibilityReport:
     """Raw Bundle JSON bytes → report. Raises InputError on bad input."""
-    return evaluate_record(record_from_bytes(data), as_of, trial_name)
+    return evaluate_record(record_from_bytes(data, fhir_wanted(load_trial(trial_name))), as_of, trial_name)

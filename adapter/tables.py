@@ -1,4 +1,4 @@
-"""Clinical facts as data: code tables, unit aliases and trial definitions from `mappings/`.
+"""Clinical facts as data: code tables and unit aliases from `mappings/`.
 
 Nothing clinical is hard-coded in Python: codes, thresholds, windows and units are read here, once,
 into frozen structures the other layers look things up in. `AXIOM_MAPPINGS` points at another
@@ -8,10 +8,11 @@ mappings directory (a site's amended trial definition, say).
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -35,6 +36,12 @@ def _load(name: str) -> dict[str, Any]:
 Coding = tuple[str, str]  # (system, code)
 
 
+class _Coded(Protocol):
+    """Anything that can say which of its codes in a system are among some codes (fhir.wire.Head)."""
+
+    def code_in(self, system: str, codes: Container[str]) -> str | None: ...
+
+
 # --------------------------------------------------------------------------- observations
 
 
@@ -56,6 +63,13 @@ class InputSpec:
     codes: tuple[str, ...]
     informative: bool = False
     search: str = "labs"  # which FHIR search / prefetch key fetches it (fhir/queries.py)
+    system: str = LOINC  # the code system of `codes` (mCODE's history of metastatic cancer is SNOMED CT)
+    # unit logic (adapter/units.py, mapping/values.py): this input's own alias sets (units.yaml `sets`,
+    # replacing its kind's), the physiological range in `unit` outside which a value is an entry or unit
+    # error, and the unit a value is shown in when it differs from the UCUM one (copies/mL for /mL)
+    unit_aliases: tuple[str, ...] | None = None
+    plausible: tuple[float, float] | None = None
+    display_unit: str | None = None
 
     @property
     def history(self) -> bool:
@@ -77,6 +91,37 @@ class ObservationTable:
     inputs: dict[str, InputSpec]
     tumor_longest_component: str
     panels: tuple[Panel, ...]
+    codes_by_system: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def code_of(self, head: _Coded) -> str | None:
+        """The first of an Observation's codes that maps to an input, matched on system + code."""
+        for system, codes in self.codes_by_system.items():
+            code = head.code_in(system, codes)
+            if code is not None:
+                return code
+        return None
+
+
+def _unit_facts(input_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An input's `unit_aliases`, `plausible` range and `display_unit`, checked (a bad file stops the tool)."""
+    where = f"{mappings_dir() / 'observations.yaml'}: inputs.{input_id}"
+    out: dict[str, Any] = {"display_unit": str(spec["display_unit"]) if spec.get("display_unit") else None}
+    if "unit_aliases" in spec:
+        names = tuple(str(n) for n in spec["unit_aliases"] or ())
+        unknown = [n for n in names if n not in units().sets]
+        if unknown:
+            raise ValueError(f"{where}.unit_aliases: no alias set {unknown[0]!r} in units.yaml")
+        out["unit_aliases"] = names
+    rng = spec.get("plausible")
+    if rng is not None:
+        try:
+            lo, hi = float(rng["min"]), float(rng["max"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"{where}.plausible: needs numbers `min` and `max`") from exc
+        if not lo <= hi or not rng.get("source") or spec.get("unit") is None:
+            raise ValueError(f"{where}.plausible: needs min <= max, a `source` and the input's `unit`")
+        out["plausible"] = (lo, hi)
+    return out
 
 
 @cache
@@ -99,10 +144,16 @@ def observations() -> ObservationTable:
             codes=tuple(codes),
             informative=bool(spec.get("informative", False)),
             search=str(spec.get("search", "labs")),
+            system=str(spec.get("system", data["system"])),
+            **_unit_facts(input_id, spec),
         )
     panels = tuple(Panel(str(p["code"]), p["display"], tuple(p["covers"])) for p in data["panels"])
     longest = str(data["inputs"]["tumor-size"]["components"]["longest"]["code"])
-    return ObservationTable(data["system"], by_code, inputs, longest, panels)
+    systems: dict[str, set[str]] = {data["system"]: set()}  # the main system (LOINC) is tried first
+    for spec in inputs.values():
+        systems.setdefault(spec.system, set()).update(spec.codes)
+    return ObservationTable(data["system"], by_code, inputs, longest, panels,
+                            {k: frozenset(v) for k, v in systems.items()})
 
 
 # --------------------------------------------------------------------------- conditions
@@ -133,29 +184,43 @@ def parse_icdo3(code: str) -> tuple[int, int | None] | None:
     return int(morph), (int(behavior) if behavior else None)
 
 
+SEMANTICS = ("diagnosis", "current-state", "lifelong")  # how a set reads clinicalStatus / abatement[x]
+
+
+def _rule_match(rule: CodeRule, code: str) -> bool:
+    if rule.code is not None:
+        return rule.code == code.strip()
+    if rule.prefix is not None:
+        return icd10_key(code).startswith(rule.prefix)
+    if rule.morphology is not None:
+        parsed = parse_icdo3(code)
+        # a bare morphology without behaviour is not evidence of malignancy
+        return bool(parsed and rule.morphology[0] <= parsed[0] <= rule.morphology[1]
+                    and parsed[1] is not None and parsed[1] in rule.behavior)
+    return False
+
+
+def _first_match(rules: tuple[CodeRule, ...], system: str | None, code: str | None) -> CodeRule | None:
+    if not system or not code:
+        return None
+    return next((r for r in rules if r.system == system and _rule_match(r, code)), None)
+
+
 @dataclass(frozen=True)
 class CodeSet:
     id: str
     title: str
     rules: tuple[CodeRule, ...]
+    semantics: str = "current-state"  # one of SEMANTICS
+    profiles: frozenset[str] = frozenset()  # meta.profile canonicals (no version) that put a Condition here
+    body_site_within: str | None = None  # a Condition of this set whose bodySite is in `body_sites`
+    body_sites: tuple[CodeRule, ...] = ()
 
     def match(self, system: str | None, code: str | None) -> CodeRule | None:
-        if not system or not code:
-            return None
-        for rule in self.rules:
-            if rule.system != system:
-                continue
-            if rule.code is not None and rule.code == code.strip():
-                return rule
-            if rule.prefix is not None and icd10_key(code).startswith(rule.prefix):
-                return rule
-            if rule.morphology is not None:
-                parsed = parse_icdo3(code)
-                # a bare morphology without behaviour is not evidence of malignancy
-                if (parsed and rule.morphology[0] <= parsed[0] <= rule.morphology[1]
-                        and parsed[1] is not None and parsed[1] in rule.behavior):
-                    return rule
-        return None
+        return _first_match(self.rules, system, code)
+
+    def match_site(self, system: str | None, code: str | None) -> CodeRule | None:
+        return _first_match(self.body_sites, system, code)
 
 
 @dataclass(frozen=True)
@@ -163,9 +228,12 @@ class ConditionTable:
     systems: dict[str, str]
     histology_extension: str
     sets: dict[str, CodeSet]
+    clinical_status_system: str
+    verification_status_system: str
     active_clinical_status: frozenset[str]
     excluded_verification_status: frozenset[str]
     unconfirmed_verification_status: frozenset[str]
+    age_units: dict[str, tuple[str, int]]  # Age unit → ("years" | "months" | "days", how many)
 
 
 def _rules(entries: list[dict[str, Any]], systems: dict[str, str]) -> tuple[CodeRule, ...]:
@@ -185,20 +253,48 @@ def _rules(entries: list[dict[str, Any]], systems: dict[str, str]) -> tuple[Code
     return tuple(rules)
 
 
+def _code_set(sid: str, s: dict[str, Any], systems: dict[str, str], where: str) -> CodeSet:
+    semantics = s.get("semantics")
+    if semantics not in SEMANTICS:
+        raise ValueError(f"{where}: sets.{sid}.semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}")
+    sites = s.get("body_sites") or {}
+    return CodeSet(
+        sid, s["title"], _rules(s["codes"], systems), semantics,
+        profiles=frozenset(str(p["url"]) for p in s.get("profiles") or ()),
+        body_site_within=str(sites["within"]) if sites else None,
+        body_sites=_rules(sites.get("sites") or [], systems),
+    )
+
+
+def _age_units(data: dict[str, Any], where: str) -> dict[str, tuple[str, int]]:
+    out = {}
+    for unit, spec in data.items():
+        ((field_, n),) = dict(spec).items()
+        if field_ not in ("years", "months", "days"):
+            raise ValueError(f"{where}: age_units.{unit}: {field_!r} is not years, months or days")
+        out[str(unit)] = (str(field_), int(n))
+    return out
+
+
 @cache
 def conditions() -> ConditionTable:
     data = _load("conditions.yaml")
+    where = str(mappings_dir() / "conditions.yaml")
     systems = data["systems"]
-    sets = {
-        sid: CodeSet(sid, s["title"], _rules(s["codes"], systems)) for sid, s in data["sets"].items()
-    }
+    sets = {sid: _code_set(sid, s, systems, where) for sid, s in data["sets"].items()}
+    for sid, code_set in sets.items():
+        if code_set.body_site_within is not None and code_set.body_site_within not in sets:
+            raise ValueError(f"{where}: sets.{sid}.body_sites.within: no set {code_set.body_site_within!r}")
     return ConditionTable(
         systems=systems,
         histology_extension=data["histology_extension"],
         sets=sets,
+        clinical_status_system=str(data["clinical_status_system"]),
+        verification_status_system=str(data["verification_status_system"]),
         active_clinical_status=frozenset(data["active_clinical_status"]),
         excluded_verification_status=frozenset(data["excluded_verification_status"]),
         unconfirmed_verification_status=frozenset(data["unconfirmed_verification_status"]),
+        age_units=_age_units(data["age_units"], where),
     )
 
 
@@ -261,6 +357,8 @@ class MedicationTable:
     ici: tuple[Drug, ...]
     by_rxnorm: dict[str, Drug]
     excluded_status: dict[str, frozenset[str]]
+    # per resource type: the intents that are exposure (an order), and whether a missing intent counts
+    exposure_intent: dict[str, tuple[frozenset[str], bool]] = field(default_factory=dict)
 
 
 @cache
@@ -279,6 +377,8 @@ def medications() -> MedicationTable:
         ici=drugs,
         by_rxnorm={d.rxnorm: d for d in drugs if d.rxnorm},
         excluded_status={k: frozenset(v) for k, v in data["excluded_status"].items()},
+        exposure_intent={k: (frozenset(str(c) for c in v["codes"]), bool(v["absent_counts"]))
+                         for k, v in (data.get("exposure_intent") or {}).items()},
     )
 
 
@@ -286,79 +386,51 @@ def medications() -> MedicationTable:
 
 
 @dataclass(frozen=True)
+class AliasSet:
+    """Spellings true for some kinds of analyte only (IU/L is U/L for enzymes, G/L a count)."""
+
+    id: str
+    aliases: dict[str, str]
+    folded: dict[str, str]  # empty when the set is case-sensitive
+
+
+@dataclass(frozen=True)
 class UnitTable:
     aliases: dict[str, str]
     aliases_folded: dict[str, str]
-    activity_aliases: dict[str, str]
+    sets: dict[str, AliasSet]
+    kind_sets: dict[str, tuple[str, ...]]
+    never_fold: frozenset[str]  # folded spellings a case-sensitive set gives a meaning: never re-cased
     molar_mass: dict[str, float]
+
+    def sets_for(self, kind: str | None, override: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """The alias sets an input uses: its own when it names them, else its kind's."""
+        return override if override is not None else self.kind_sets.get(kind or "", ())
 
 
 @cache
 def units() -> UnitTable:
     data = _load("units.yaml")
+    where = mappings_dir() / "units.yaml"
     aliases = {str(k): str(v) for k, v in data["aliases"].items()}
+    sets: dict[str, AliasSet] = {}
+    for sid, spec in (data.get("sets") or {}).items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("aliases"), dict) or not spec.get("source"):
+            raise ValueError(f"{where}: sets.{sid}: needs `aliases` (a mapping) and a `source`")
+        own = {str(k): str(v) for k, v in spec["aliases"].items()}
+        folded = {} if spec.get("case_sensitive") else {k.lower(): v for k, v in own.items()}
+        sets[str(sid)] = AliasSet(str(sid), own, folded)
+    kind_sets = {str(k): tuple(str(s) for s in v) for k, v in (data.get("kinds") or {}).items()}
+    for kind, names in kind_sets.items():
+        for name in names:
+            if name not in sets:
+                raise ValueError(f"{where}: kinds.{kind}: no alias set {name!r}")
+    never_fold = frozenset(k.lower() for s in sets.values() if not s.folded for k in s.aliases)
     return UnitTable(
         aliases=aliases,
         aliases_folded={k.lower(): v for k, v in aliases.items()},
-        activity_aliases={str(k): str(v) for k, v in data.get("activity_aliases", {}).items()},
+        sets=sets,
+        kind_sets=kind_sets,
+        never_fold=never_fold,
         molar_mass={k: float(v["value"]) for k, v in data["molar_mass_g_per_mol"].items()},
-    )
-
-
-# --------------------------------------------------------------------------- trial definition
-
-
-@dataclass(frozen=True)
-class Attestation:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Cohort:
-    id: str
-    title: str
-    open: bool
-
-
-@dataclass(frozen=True)
-class Trial:
-    id: str
-    nct: str
-    title: str
-    short_title: str
-    version: str
-    record_date: str
-    record_source: str
-    url: str
-    default_window_days: int
-    cohorts: dict[str, Cohort]
-    criteria: dict[str, dict[str, Any]]
-    attestations: tuple[Attestation, ...] = field(default_factory=tuple)
-    card: dict[str, Any] = field(default_factory=dict)
-
-    def rule(self, criterion: str) -> dict[str, Any]:
-        return self.criteria.get(criterion, {})
-
-    def window(self, criterion: str, key: str = "window_days") -> int:
-        return int(self.rule(criterion).get(key, self.default_window_days))
-
-
-@cache
-def trial(name: str = "axiom") -> Trial:
-    data = _load(f"trials/{name}.yaml")
-    return Trial(
-        id=data["id"],
-        nct=data["nct"],
-        title=data["title"],
-        short_title=data["short_title"],
-        version=str(data["version"]),
-        record_date=str(data["record"]["date"]),
-        record_source=data["record"]["source"],
-        url=data["record"]["url"],
-        default_window_days=int(data["default_window_days"]),
-        cohorts={k: Cohort(k, v["title"], bool(v["open"])) for k, v in data["cohorts"].items()},
-        criteria={k: dict(v or {}) for k, v in data["criteria"].items()},
-        attestations=tuple(Attestation(a["id"], a["text"]) for a in data["attestations"]),
-        card=dict(data.get("card") or {}),
     )

@@ -1,16 +1,22 @@
 """Units: UCUM (via ucumvert) into one pint registry, with real-world aliases and molar masses.
 
 Feeds send `K/uL`, `x10E3/uL`, `mEq/L` and friends; these are rewritten to UCUM first (mappings/
-units.yaml), because plain UCUM parsing reads `K/uL` as kelvin per microlitre. A unit that cannot be
-converted raises `UnitError`: the criterion becomes `unknown`, never a guess. Factors are cached per
-(unit, target, analyte): a record of 2,000 Observations uses a handful of distinct units.
+units.yaml), because plain UCUM parsing reads `K/uL` as kelvin per microlitre. Some spellings mean
+different things for different analytes — IU/L is the enzyme unit U/L for AST but the international
+unit for hCG; G/L is giga (10^9) per litre for a count and never grams — so aliases come in sets that
+only the kinds (or inputs) they are true for use. A unit that cannot be converted raises `UnitError`:
+the criterion becomes `unknown`, never a guess. Factors are cached per (unit, target, analyte, sets):
+a record of 2,000 Observations uses a handful of distinct units.
 """
 
 from __future__ import annotations
 
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
+import ucumvert
 from ucumvert import PintUcumRegistry, UcumToPintTransformer, get_ucum_parser, parse_ucum
 
 from . import tables
@@ -29,22 +35,66 @@ def _registry() -> tuple[Any, Any, Any]:
     return ureg, get_ucum_parser(), transformer
 
 
-def normalise_spelling(unit: str, kind: str | None = None) -> str:
-    """Apply the alias table: exact spelling first, then case-folded."""
+@cache
+def _arbitrary_units() -> frozenset[str]:
+    """pint names of UCUM's arbitrary units ([IU], [arb'U], [CFU]…: isArbitrary in UCUM's own
+    ucum-essence.xml, vendored by ucumvert). UCUM: an arbitrary unit is commensurable only with itself;
+    pint reads them as dimensionless, so without this check 10*9/L would "convert" to m[IU]/mL."""
+    ureg, parser, transform = _registry()
+    essence = Path(ucumvert.__file__).parent / "vendor" / "ucum-essence.xml"
+    names: set[str] = set()
+    for unit in ElementTree.parse(essence).getroot().iter():  # the package's own file
+        if unit.tag.endswith("unit") and unit.get("isArbitrary") == "yes" and unit.get("Code"):
+            try:
+                q = transform(parse_ucum(str(unit.get("Code")), parser))
+            except Exception:  # a UCUM unit ucumvert does not map cannot appear in a parsed value either
+                continue
+            if isinstance(q, ureg.Quantity):
+                names.update(_base_name(ureg, n) for n, _ in q.unit_items())
+    return frozenset(names)
+
+
+def _base_name(ureg: Any, name: str) -> str:
+    """'milliinternational_unit' → 'international_unit' (the unit without its prefix)."""
+    parsed = ureg.parse_unit_name(name)
+    return str(parsed[0][1]) if parsed else name
+
+
+def _arbitrary_powers(ureg: Any, q: Any) -> dict[str, float]:
+    arbitrary = _arbitrary_units()
+    out: dict[str, float] = {}
+    for name, power in q.unit_items():
+        base = _base_name(ureg, name)
+        if base in arbitrary:
+            out[base] = out.get(base, 0) + power
+    return {k: v for k, v in out.items() if v}
+
+
+def normalise_spelling(unit: str, kind: str | None = None, aliases: tuple[str, ...] | None = None) -> str:
+    """Apply the alias tables: the kind's (or input's) sets, then the shared one, exact spelling first,
+    then case-folded — never re-casing a spelling whose case carries its meaning (G/L vs g/L)."""
     text = unit.strip().replace("µ", "u").replace("μ", "u")  # micro sign, Greek mu
     table = tables.units()
-    if kind == "activity":
-        text = table.activity_aliases.get(text, text)
+    sets = [table.sets[name] for name in table.sets_for(kind, aliases)]
+    for s in sets:
+        if text in s.aliases:
+            return s.aliases[text]
     if text in table.aliases:
         return table.aliases[text]
-    return table.aliases_folded.get(text.lower(), text)
+    folded = text.lower()
+    if folded in table.never_fold:
+        return text
+    for s in sets:
+        if folded in s.folded:
+            return s.folded[folded]
+    return table.aliases_folded.get(folded, text)
 
 
 @lru_cache(maxsize=4096)
-def parse(unit: str, kind: str | None = None) -> Any:
+def parse(unit: str, kind: str | None = None, aliases: tuple[str, ...] | None = None) -> Any:
     """Parse one unit spelling into a pint Quantity of magnitude 1 (annotations dropped)."""
     ureg, parser, transform = _registry()
-    spelling = normalise_spelling(unit, kind)
+    spelling = normalise_spelling(unit, kind, aliases)
     if not spelling:
         raise UnitError("no unit")
     try:
@@ -58,11 +108,18 @@ def parse(unit: str, kind: str | None = None) -> Any:
 
 
 @lru_cache(maxsize=4096)
-def factor(unit: str, target: str, analyte: str | None = None, kind: str | None = None) -> float:
-    """Multiply a value in `unit` by this to get `target`. Molar ↔ mass uses the analyte's molar mass."""
+def factor(unit: str, target: str, analyte: str | None = None, kind: str | None = None,
+           aliases: tuple[str, ...] | None = None) -> float:
+    """Multiply a value in `unit` by this to get `target`. Molar ↔ mass uses the analyte's molar mass.
+
+    `kind` (mappings/observations.yaml) picks the alias sets; `aliases` names an input's own instead.
+    """
     ureg, _, _ = _registry()
-    source = parse(unit, kind)
-    goal = parse(target, kind)
+    source = parse(unit, kind, aliases)
+    goal = parse(target, kind, aliases)
+    if _arbitrary_powers(ureg, source) != _arbitrary_powers(ureg, goal):
+        raise UnitError(f"cannot convert '{unit}' to {target}: an arbitrary unit such as [IU] converts "
+                        "only to itself (UCUM)")
     try:
         return float((source / goal).to("dimensionless").magnitude)
     except Exception as exc:
@@ -79,7 +136,8 @@ def factor(unit: str, target: str, analyte: str | None = None, kind: str | None 
 
 
 def quantity_factor(
-    code: str | None, text: str | None, target: str, analyte: str | None = None, kind: str | None = None
+    code: str | None, text: str | None, target: str, analyte: str | None = None, kind: str | None = None,
+    aliases: tuple[str, ...] | None = None,
 ) -> tuple[float, str]:
     """Factor for a FHIR Quantity: UCUM `code` first, then the free-text `unit`.
 
@@ -87,9 +145,9 @@ def quantity_factor(
     """
     errors: list[str] = []
     for spelling in (code, text):
-        if spelling and spelling.strip():
+        if isinstance(spelling, str) and spelling.strip():
             try:
-                return factor(spelling.strip(), target, analyte, kind), spelling.strip()
+                return factor(spelling.strip(), target, analyte, kind, aliases), spelling.strip()
             except UnitError as exc:
                 errors.append(str(exc))
     if not errors:

@@ -44,13 +44,14 @@ import httpx
 import orjson
 from fastapi import FastAPI, Request, Response
 
+from adapter.engine import fhir_wanted
 from adapter.fhir.client import SessionClient, read_patient, search_all
 from adapter.fhir.gather import merge_searches
 from adapter.fhir.queries import PATIENT_KEY, Search, searches
 from adapter.fhir.sessions import SessionPool
 from adapter.fhir_sandbox import free_port, running_server
 from adapter.synth.realistic import realistic_bundle
-from adapter.tables import trial
+from adapter.trials import load_trial as trial
 
 AS_OF = date(2026, 11, 21)  # the fixtures' evaluation date
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,8 +187,9 @@ def prefetch_for(bundle: Json) -> tuple[Json, int]:
             e["fullUrl"] = full_urls[id(resource)]
         return e
 
-    for search in searches(patient["id"], trial(), None):
-        wanted = set(search.params["code"].split(",")) if "code" in search.params else None
+    for search in searches(patient["id"], fhir_wanted(trial()), None):
+        codes = search.params.get("code") or search.params.get("combo-code")
+        wanted = set(codes.split(",")) if codes else None
         matches = [r for r in resources if r["resourceType"] == search.resource_type
                    and (wanted is None or _codings(r) & wanted)]
         if search.params.get("_sort") == "-date":
@@ -366,7 +368,7 @@ async def bench_b(hook: Server, workdir: Path, n: int) -> None:
         def job(search: Search) -> Callable[[], Awaitable[Any]]:
             return lambda: search_all(client, search)
 
-        plan = merge_searches(searches(pid, trial(), AS_OF))  # what the hook sends
+        plan = merge_searches(searches(pid, fhir_wanted(trial()), AS_OF))  # what the hook sends
         for search in plan:
             jobs[f"{search.resource_type} '{search.key}'"] = job(search)
 

@@ -17,16 +17,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema
 import orjson
 import pytest
 from typer.testing import CliRunner
 
 from adapter.cli import app
+from adapter.engine import evaluate_record, fhir_wanted
+from adapter.fhir.client import SessionClient
+from adapter.fhir.gather import gather_record
 from adapter.fhir.queries import Search, searches
 from adapter.synth import fhir
 from adapter.synth.fhir import ICD10, LOINC, RXNORM, SNOMED
-from adapter.tables import trial
+from adapter.trials import load_trial as trial
 from tests.fhir_server import FhirTestServer
 
 pytestmark = pytest.mark.fhir_server
@@ -328,7 +332,8 @@ def _range(value: str) -> tuple[datetime, datetime]:
 def expected(search: Search, patient_id: str, resources: list[Resource]) -> tuple[set[str], set[str]]:
     """What a FHIR server must return for `search`, worked out from the resources themselves."""
     params = search.params
-    codes = {tuple(c.split("|", 1)) for c in params["code"].split(",")} if "code" in params else None
+    param = next((p for p in ("code", "combo-code") if p in params), None)  # combo-code: a component's too
+    codes = {tuple(c.split("|", 1)) for c in params[param].split(",")} if param else None
     matches: set[str] = set()
     includes: set[str] = set()
     for r in resources:
@@ -336,8 +341,11 @@ def expected(search: Search, patient_id: str, resources: list[Resource]) -> tupl
             continue
         if r.get("subject", {}).get("reference") != f"Patient/{patient_id}":
             continue
-        if codes is not None and not any((c["system"], c["code"]) in codes for c in r["code"]["coding"]):
-            continue
+        if codes is not None:
+            coded = [*r["code"]["coding"], *(c for part in r.get("component", ()) if param == "combo-code"
+                                              for c in part["code"]["coding"])]
+            if not any((c["system"], c["code"]) in codes for c in coded):
+                continue
         if "date" in params:  # ge: the resource's time range reaches the floor or beyond
             assert params["date"].startswith("ge")
             if _range(r["effectiveDateTime"])[1] <= _range(params["date"][2:])[0]:
@@ -380,7 +388,7 @@ def test_server_answers_the_adapter_searches_exactly(fhir_server: FhirTestServer
     everything = [e["resource"] for b in hand_built.values() for e in b["entry"]]
     pages: dict[tuple[str, str], int] = {}
     for pid in HAND_BUILT:
-        for search in searches(pid, trial(), AS_OF):
+        for search in searches(pid, fhir_wanted(trial()), AS_OF):
             matches, includes, pages[pid, search.key] = fetch_all(fhir_server, search)
             got = [f"{r['resourceType']}/{r['id']}" for r in matches]
             want_matches, want_includes = expected(search, pid, everything)
@@ -475,3 +483,99 @@ def test_bearer_token_never_follows_a_next_link_off_the_server() -> None:
             server.server_close()
     assert [auth for auth in other_seen if auth] == [], f"the bearer token was sent to {off_server}"
     assert code in (0, 2), err
+
+
+# --------------------------------------------------------------------------- results inside reports and panels
+
+SHAPES = "axsrv-shapes"
+
+
+def shapes_bundle() -> Resource:
+    """ASPS; her CBC arrived as a DiagnosticReport whose results have no subject or date of their own
+    (platelets 85 K/uL, a contained hemoglobin of 8.4 g/dL, a differential panel whose member is the
+    ANC), her chemistry as one panel whose values are components (AST 110 U/L with the lab's ULN 50,
+    sodium 128 mmol/L). A report from 400 days ago names an undated albumin: too old in both modes."""
+    s = f"Patient/{SHAPES}"
+
+    def bare(oid: str, loinc: str, value: float, unit: str, ucum: str | None = None) -> Resource:
+        r = fhir.observation(oid, s, loinc, days_ago(1), value=value, unit=unit, ucum=ucum)
+        del r["subject"], r["effectiveDateTime"]
+        return r
+
+    cbc = {"resourceType": "DiagnosticReport", "id": f"{SHAPES}-dr", "status": "final",
+           "code": fhir.concept(LOINC, "58410-2", "CBC panel"), "subject": {"reference": s},
+           "effectiveDateTime": f"{days_ago(5)}T08:30:00Z", "issued": f"{days_ago(5)}T11:45:00Z",
+           "contained": [{**bare("hgb", "718-7", 8.4, "g/dL", "g/dL"), "id": "hgb"}],
+           "result": [{"reference": f"Observation/{SHAPES}-plt"}, {"reference": "#hgb"},
+                      {"reference": f"Observation/{SHAPES}-diff"}]}
+    diff = {"resourceType": "Observation", "id": f"{SHAPES}-diff", "status": "final",
+            "code": fhir.concept(LOINC, "57023-4", "Auto differential panel"),
+            "hasMember": [{"reference": f"Observation/{SHAPES}-anc"}]}
+    chemistry = fhir.observation(f"{SHAPES}-cmp", s, "24323-8", days_ago(4), component=[
+        {"code": fhir.concept(LOINC, "1920-8"), "valueQuantity": fhir.quantity(110, "U/L", "U/L"),
+         "referenceRange": [{"high": fhir.quantity(50, "U/L", "U/L")}]},
+        {"code": fhir.concept(LOINC, "2951-2"), "valueQuantity": fhir.quantity(128, "mmol/L", "mmol/L")}])
+    old = {"resourceType": "DiagnosticReport", "id": f"{SHAPES}-dr-old", "status": "final",
+           "code": fhir.concept(LOINC, "24323-8"), "subject": {"reference": s},
+           "effectiveDateTime": days_ago(400), "result": [{"reference": f"Observation/{SHAPES}-alb"}]}
+    return fhir.bundle([
+        fhir.patient(SHAPES, "1992-03-14", "female"),
+        fhir.condition(f"{SHAPES}-dx", s, SNOMED, "424413001", "Sarcoma",
+                       histology=("9581/3", "Alveolar soft part sarcoma")),
+        cbc, bare(f"{SHAPES}-plt", "777-3", 85, "K/uL"), diff, bare(f"{SHAPES}-anc", "751-8", 2.1, "K/uL"),
+        chemistry, old, bare(f"{SHAPES}-alb", "1751-7", 3.9, "g/dL", "g/dL"),
+    ])
+
+
+def test_results_inside_reports_panels_and_components_are_found_from_the_server_as_from_the_file(
+        fhir_server: FhirTestServer, tmp_path: Path, schema: dict[str, Any]) -> None:
+    """The DiagnosticReport search (`_include` of results, `_include:iterate` of panel members) and the
+    `combo-code` labs search bring back what the Bundle file holds, and nothing older than its floor."""
+    bundle = shapes_bundle()
+    with fhir_server.loaded(bundle):
+        report = both_modes(fhir_server, bundle, SHAPES, tmp_path, schema)
+    assert report["overall"] == "not-eligible"
+    platelets = criterion(report, "platelets")
+    assert platelets["status"] == "not-met" and platelets["evidence"] == [f"Observation/{SHAPES}-plt"]
+    assert f"({days_ago(5)})" in platelets["observed"]  # dated by its report
+    hemoglobin = criterion(report, "hemoglobin")  # contained: cited as the report that holds it
+    assert hemoglobin["status"] == "not-met" and hemoglobin["evidence"] == [f"DiagnosticReport/{SHAPES}-dr"]
+    assert criterion(report, "anc")["status"] == "met"  # a member of a panel named by the report
+    ast = criterion(report, "ast")  # 2.2 x the lab's ULN of 50
+    assert ast["status"] == "met" and ast["evidence"] == [f"Observation/{SHAPES}-cmp"]
+    assert criterion(report, "sodium")["status"] == "not-met"
+    assert criterion(report, "albumin")["status"] == "unknown"
+
+
+async def test_a_medication_the_include_did_not_bring_is_read_from_the_server(fhir_server: FhirTestServer) -> None:
+    """An EHR's prefetch of MedicationRequests without their `_include`d Medication: the gatherer reads
+    the Medication itself, so pembrolizumab is known by its RxNorm code, not lost."""
+    pid = "axsrv-medread"
+    s = f"Patient/{pid}"
+    medication: Resource = {"resourceType": "Medication", "id": f"{pid}-pembro",
+                            "code": {"coding": [{"system": RXNORM, "code": "1547545"}]}}
+    request = fhir.medication_request(f"{pid}-mr", s, None, "see medication", "2025-06-01")
+    del request["medicationCodeableConcept"]
+    request["medicationReference"] = {"reference": f"Medication/{medication['id']}"}
+    progression = fhir.observation(f"{pid}-status", s, "97509-4", days_ago(22), category="exam",
+                                   coded=fhir.concept(SNOMED, "271299001", "Patient's condition worsened"))
+    patient = fhir.patient(pid, "1990-01-01", "female")
+    dx = fhir.condition(f"{pid}-dx", s, SNOMED, "424413001", "Sarcoma",
+                        histology=("9581/3", "Alveolar soft part sarcoma"))
+    bundle = fhir.bundle([patient, dx, medication, request, progression])
+    wanted = fhir_wanted(trial())
+    plan = searches(pid, wanted, AS_OF)
+
+    def searchset(*resources: Resource) -> Resource:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    prefetch: dict[str, Any] = {search.key: searchset() for search in plan}
+    prefetch.update(patient=patient, conditions=searchset(dx), history=searchset(progression),
+                    medicationRequest=searchset(request))
+    with fhir_server.loaded(bundle):
+        async with aiohttp.ClientSession() as session:
+            client = SessionClient(fhir_server.base_url, session, None, 10.0)
+            record = await gather_record(pid, plan, prefetch, client, 10.0, wanted=wanted)
+    assert record.medications[f"Medication/{medication['id']}"]["code"] == medication["code"]
+    row = next(c for c in evaluate_record(record, AS_OF).criteria if c.id == "prior-ici-progression")
+    assert row.status == "met" and row.observed is not None and row.observed.startswith("pembrolizumab")

@@ -134,7 +134,7 @@ def test_liver_metastases_raise_the_transaminase_limit_to_5x_uln(liver: tuple[st
     assert evaluate(asps(), mets, lab("1920-8", 5.5 * 40, "U/L", high=40)).criterion("ast").status == "not-met"
 
 
-def test_a_resolved_or_refuted_gilbert_diagnosis_does_not_raise_the_limit() -> None:
+def test_a_refuted_or_erroneous_gilbert_diagnosis_does_not_raise_the_limit() -> None:
     value = lab("1975-2", 2.5 * 1.2, "mg/dL", high=1.2)
     refuted = fhir.condition("g1", SUBJECT, ICD10, "E80.4", verification="refuted")
     eie = fhir.condition("g2", SUBJECT, ICD10, "E80.4", verification="entered-in-error")

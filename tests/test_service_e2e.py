@@ -28,10 +28,11 @@ from typer.testing import CliRunner
 
 from adapter.cds.hook import may_call
 from adapter.cli import app as cli_app
+from adapter.engine import fhir_wanted
 from adapter.fhir.gather import merge_searches
 from adapter.fhir.queries import searches
 from adapter.synth import fhir
-from adapter.tables import trial
+from adapter.trials import load_trial as trial
 from tests.card_validator import assert_valid_response
 from tests.fhir_server import FhirTestServer
 from tests.service_server import AS_OF, ProxiedRequest, RecordingProxy, ServiceServer
@@ -44,7 +45,7 @@ FIXTURES = sorted(FIXTURE_DIR.glob("*.json"))
 SANDBOX = "https://sandbox.cds-hooks.org"
 TOKEN = "e2e-token-" + uuid.uuid4().hex  # unique, so finding it in a request cannot be a coincidence
 PREFETCH_KEYS = {"patient", "labs", "performance", "history", "conditions", "medicationStatement",
-                 "medicationRequest", "medicationAdministration"}
+                 "medicationRequest", "medicationAdministration", "diagnosticReports"}
 LAB_CRITERIA = ("anc", "platelets", "hemoglobin", "total-bilirubin", "ast", "alt", "renal-function", "albumin",
                 "sodium")
 VERDICT_TEXT = {"likely-eligible": "likely eligible", "not-eligible": "not eligible", "needs-review": "needs review"}
@@ -278,7 +279,7 @@ def expected_pages(fhir_server: FhirTestServer, pid: str) -> int:
     """How many pages the service's own searches (with their date floor, labs and performance status
     merged into one request) take on this server."""
     pages = 0
-    for search in merge_searches(searches(pid, trial(), AS_OF)):
+    for search in merge_searches(searches(pid, fhir_wanted(trial()), AS_OF)):
         response = fhir_server.get(search.resource_type, search.params)
         while True:
             assert response.status_code == 200
@@ -357,8 +358,8 @@ def test_without_prefetch_the_service_fetches_with_the_ehr_token(
     seen = proxy.seen()
     assert seen, "the service did not call the FHIR server"
     assert {r.authorization for r in seen} == {f"Bearer {TOKEN}"}, "a FHIR request went without the EHR's token"
-    plan = merge_searches(searches(pid, trial(), AS_OF))
-    assert len(plan) == 6  # labs + performance in one request; history, conditions, three medication types
+    plan = merge_searches(searches(pid, fhir_wanted(trial()), AS_OF))
+    assert len(plan) == 7  # labs + performance in one request; history, conditions, 3 medication types, reports
     assert len(seen) == 1 + expected_pages(fhir_server, pid), fhir_paths(seen)  # the Patient read + every page
     assert fhir_paths(seen) >= Counter({f"GET Patient/{pid}": 1, **Counter(f"GET {s.resource_type}" for s in plan)})
     if cli_report(name)["overall"] == "not-applicable":
@@ -386,8 +387,8 @@ def test_partial_prefetch_fetches_only_the_rest(
     fetched = fhir_paths(proxy.seen())
     assert f"GET Patient/{pid}" not in fetched and "GET Condition" not in fetched, "prefetched data fetched again"
     # Observation twice: labs + performance status merged into one request, and history
-    assert fetched == Counter({"GET Observation": 2, "GET MedicationStatement": 1, "GET MedicationRequest": 1,
-                               "GET MedicationAdministration": 1})
+    assert fetched == Counter({"GET Observation": 2, "GET DiagnosticReport": 1, "GET MedicationStatement": 1,
+                               "GET MedicationRequest": 1, "GET MedicationAdministration": 1})
     assert without_uuids(card) == without_uuids(prefetch_card(http, cds_service, fhir_server, templates, name))
     assert_card_matches_report(card, cli_report(name))
 

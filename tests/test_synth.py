@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from adapter.criteria.model import CRITERION_IDS, EligibilityReport
+from adapter.criteria.model import EligibilityReport
 from adapter.engine import evaluate_bundle
 from adapter.synth import generator
 from adapter.synth.generator import SCENARIOS, Case, build, generate, scenario_cases, to_json, write_bundles
 from adapter.synth.realistic import realistic_bundle
+from adapter.trials import load_trial
 
 AS_OF = date(2026, 11, 21)
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -150,7 +151,7 @@ def test_bundle_holds_one_patient_and_every_resource_is_valid_r4_about_that_pati
 def test_every_patient_is_evaluated_on_all_17_criteria_and_gets_any_designed_verdict(case: Case,
                                                                                       as_of: date) -> None:
     report = evaluate(case.bundle, as_of)
-    assert [c.id for c in report.criteria] == list(CRITERION_IDS)
+    assert [c.id for c in report.criteria] == list(load_trial().criterion_ids)
     assert len(report.criteria) == 17
     if case.expected_overall is not None:
         assert report.overall == case.expected_overall, case.description

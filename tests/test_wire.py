@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from adapter.criteria.model import EligibilityReport
-from adapter.engine import evaluate_bundle, evaluate_record
+from adapter.engine import evaluate_bundle, evaluate_record, fhir_wanted
 from adapter.errors import InputError
 from adapter.fhir.bundle import bundle_entries
 from adapter.fhir.gather import gather_record
@@ -27,7 +27,7 @@ from adapter.fhir.wire import (
 )
 from adapter.mapping.values import READ_ELEMENTS
 from adapter.synth import fhir
-from adapter.tables import trial
+from adapter.trials import load_trial as trial
 from tests.helpers import AS_OF, PID, SUBJECT, asps, lab
 
 FIXTURES = sorted(Path(__file__).parent.joinpath("fixtures").glob("*.json"))
@@ -40,7 +40,7 @@ def status(report: EligibilityReport, criterion: str) -> str:
 def parsed_whole(data: bytes) -> EligibilityReport:
     """The reference reading: every resource parsed into a dict first."""
     patients, entries = bundle_entries(orjson.loads(data))
-    return evaluate_record(assemble(patients[0][0], patients[0][1], entries), AS_OF)
+    return evaluate_record(assemble(patients[0][0], patients[0][1], entries, fhir_wanted(trial("axiom"))), AS_OF)
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
@@ -166,8 +166,8 @@ def _split_prefetch(bundle: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 async def _report(pid: str, prefetch: dict[str, Any]) -> dict[str, Any]:
-    plan = searches(pid, trial("axiom"), AS_OF)
-    record = await gather_record(pid, plan, prefetch, None, 2.0)
+    plan = searches(pid, fhir_wanted(trial("axiom")), AS_OF)
+    record = await gather_record(pid, plan, prefetch, None, 2.0, wanted=fhir_wanted(trial("axiom")))
     return evaluate_record(record, AS_OF).to_json()
 
 
@@ -176,8 +176,9 @@ async def test_a_hooks_observations_read_in_one_pass_give_the_same_report(path: 
     pid, prefetch = _split_prefetch(orjson.loads(path.read_bytes()))
     body = orjson.dumps({"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
                          "context": {"patientId": pid}, "prefetch": prefetch})
-    keys = tuple(prefetch_templates(trial("axiom")))
-    observation_keys = frozenset(s.key for s in searches(pid, trial("axiom"), None) if s.resource_type == "Observation")
+    keys = tuple(prefetch_templates(fhir_wanted(trial("axiom"))))
+    observation_keys = frozenset(s.key for s in searches(pid, fhir_wanted(trial("axiom")), None)
+                                 if s.resource_type == "Observation")
     fast = load_hook(body, keys, frozenset({"patient"}), observation_keys)["prefetch"]
     assert isinstance(fast["labs"], LazyObservations)
     assert await _report(pid, fast) == await _report(pid, orjson.loads(body)["prefetch"])
@@ -193,7 +194,7 @@ async def test_an_observation_the_one_pass_reader_cannot_type_sends_the_whole_ho
     prefetch["labs"]["entry"][0]["resource"]["status"] = 5  # not a FHIR code: the typed head refuses it
     body = orjson.dumps({"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
                          "context": {"patientId": pid}, "prefetch": prefetch})
-    keys = tuple(prefetch_templates(trial("axiom")))
+    keys = tuple(prefetch_templates(fhir_wanted(trial("axiom"))))
     slow = load_hook(body, keys, frozenset({"patient"}), frozenset({"labs"}))["prefetch"]
     assert isinstance(slow["labs"], dict), "parsed whole, so nothing in it is lost"
     assert await _report(pid, slow) == await _report(pid, orjson.loads(body)["prefetch"])

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..engine import warm_up
+from ..engine import fhir_wanted, warm_up
 from ..errors import FhirServerError, InputError
 from ..fhir.queries import PATIENT_KEY, prefetch_templates, searches
 from ..fhir.sessions import SessionPool
@@ -26,7 +26,7 @@ from ..logs import configure as configure_logging
 from ..logs import install_request_ids
 from ..store import FeedbackError, Store, parse_feedback
 from ..store.writer import BackgroundWriter
-from ..tables import trial as load_trial
+from ..trials import load_trial
 from .auth import Authenticator, AuthError, KeySets, issuers_from_settings
 from .hook import Service, patient_key, patient_view
 from .issuers import PRESETS
@@ -73,7 +73,7 @@ def discovery(settings: Settings) -> dict[str, Any]:
         "description": (f"Checks the patient's chart against every eligibility criterion of {trial.title} "
                         f"({trial.nct}, trial record {trial.version}) and suggests a referral when the "
                         "patient may be eligible; shows nothing for patients without a sarcoma."),
-        "prefetch": prefetch_templates(trial),
+        "prefetch": prefetch_templates(fhir_wanted(trial)),
         "usageRequirements": ("Read access to Patient, Condition, Observation, MedicationStatement, "
                               "MedicationRequest and MedicationAdministration (patient/*.read)."),
     }]}
@@ -162,9 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(authenticated)]
-    prefetch_keys = tuple(prefetch_templates(load_trial(settings.trial)))  # the searches are decoded lazily
+    prefetch_keys = tuple(prefetch_templates(fhir_wanted(load_trial(settings.trial))))  # decoded lazily
     eager_keys = frozenset({PATIENT_KEY})
-    observation_keys = frozenset(s.key for s in searches("-", load_trial(settings.trial), None)
+    observation_keys = frozenset(s.key for s in searches("-", fhir_wanted(load_trial(settings.trial)), None)
                                  if s.resource_type == "Observation")
 
     @app.get("/healthz", tags=["ops"])

@@ -12,7 +12,7 @@ from typing import Any
 
 from yarl import URL
 
-from ..engine import evaluate_record
+from ..engine import evaluate_record, fhir_wanted
 from ..fhir.client import SessionClient, same_server
 from ..fhir.gather import NO_SERVER, GatherStats, gather_record
 from ..fhir.queries import searches
@@ -20,7 +20,7 @@ from ..fhir.sessions import SessionPool
 from ..report.card import card as make_card
 from ..store import AuditRow, IssuedCard, Store
 from ..store.writer import BackgroundWriter
-from ..tables import trial as load_trial
+from ..trials import load_trial
 from .request import HookRequest
 from .settings import Settings
 
@@ -73,8 +73,9 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
                                max_response_bytes=int(settings.fhir_max_response_mb * 1024 * 1024),
                                max_entries_per_page=settings.fhir_max_entries_per_page)
     stats = GatherStats()
-    record = await gather_record(req.patient_id, searches(req.patient_id, trial, as_of), req.prefetch, client,
-                                 settings.fhir_deadline_s, stats, no_server)
+    wanted = fhir_wanted(trial)
+    record = await gather_record(req.patient_id, searches(req.patient_id, wanted, as_of), req.prefetch, client,
+                                 settings.fhir_deadline_s, stats, no_server, wanted=wanted)
     report = evaluate_record(record, as_of, settings.trial)
     key = patient_key(req.fhir_server, req.patient_id)
     cards: list[dict[str, Any]] = []
@@ -85,9 +86,9 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
         suppressed = service.store.suppressed(key, report.overall, datetime.now(UTC), settings.suppress_days)
         if not suppressed:
             card = make_card(report)
-            assert card is not None
-            issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
-            cards.append(card)
+            if card is not None:  # None for a deceased patient: no referral
+                issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
+                cards.append(card)
     total_ms = round((time.perf_counter() - started) * 1000)
     service.writer.submit(*issued, AuditRow(
         evaluated_at=datetime.now(UTC), issuer=issuer, hook_instance=req.hook_instance, fhir_server=req.fhir_server,

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.observations import Selection
 from ..mapping.values import Measurement
 from ..tables import observations
-from ..units import UnitError, factor
+from ..units import factor
 from .model import CriterionResult
+from .params import Params, Quantity
+
+if TYPE_CHECKING:
+    from .kinds import Context
+
+
+def window(params: Params, ctx: Context, days: int | None = None) -> int:
+    """A criterion's look-back in days: `days` when given, else its `window_days`, else the trial's."""
+    return days or params.window_days or ctx.trial.default_window_days
 
 
 def fmt(value: float) -> str:
@@ -53,7 +62,7 @@ class Usable:
 def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
                  window_days: int) -> CriterionResult | Usable:
     """The value to judge, or the `unknown` result saying why there is none (fetch failed, absent,
-    stale, unconvertible unit)."""
+    stale, unconvertible unit, outside the physiological range: `Measurement.unit_error`)."""
     missing = facts.missing_inputs(input_id)
     if missing:
         return CriterionResult(cid, "unknown", requirement, note=f"data could not be obtained ({missing})",
@@ -77,13 +86,12 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
     return Usable(m, m.value, tuple(sel.notes), tuple(sel.unreadable))
 
 
-def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: str
-                ) -> tuple[float, str, str | None] | str:
+def upper_limit(m: Measurement, default: Quantity, input_id: str) -> tuple[float, str, str | None] | str:
     """ULN in the input's unit: the result's own reference range, else the trial's default ULN.
 
     Returns the ULN, how to show it, and the "assumed ULN" note when the default was used; or, when
     the result has a reference range that cannot be read, why (its own ULN exists: a default would
-    stand in for a value the lab did state).
+    stand in for a value the lab did state). The default's unit was checked when the trial was loaded.
     """
     own, own_text, problem = m.reference_limit
     if problem:
@@ -92,12 +100,7 @@ def upper_limit(m: Measurement, rule: dict[str, Any], input_id: str, trial_id: s
         return own, f"ULN {own_text}", None
     spec = observations().inputs[input_id]
     assert spec.unit is not None
-    default = rule["default_uln"]
-    try:
-        uln = float(default["value"]) * factor(str(default["unit"]), spec.unit, spec.analyte, spec.kind)
-    except UnitError as exc:  # a broken trial definition, not bad patient data
-        raise ValueError(f"trial {trial_id}: default ULN for {input_id}: {exc}") from exc
-    shown = f"assumed ULN {fmt(float(default['value']))} {default['unit']}"
-    note = (f"{shown} (no reference range on the result; trial default, "
-            f"{default.get('source', 'see trial definition')})")
+    uln = default.value * factor(default.unit, spec.unit, spec.analyte, spec.kind, spec.unit_aliases)
+    shown = f"assumed ULN {fmt(default.value)} {default.unit}"
+    note = f"{shown} (no reference range on the result; trial default, {default.source})"
     return uln, shown, note

@@ -1,44 +1,31 @@
 """Facts + trial definition → EligibilityReport: every criterion, the cohort and the verdict.
 
-Verdict (DESIGN.md): `diagnosis` not-met → not-applicable (no card); a closed cohort → not-eligible;
-any not-met → not-eligible; every criterion met or not-applicable → likely-eligible; else needs-review.
+Verdict (DESIGN.md): the diagnosis not-met → not-applicable (no card); deceased → not-eligible (no card);
+a closed cohort → not-eligible; any not-met → not-eligible; every criterion met or not-applicable →
+likely-eligible; else needs-review.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..mapping.facts import Facts
-from ..tables import Trial
-from . import disease, labs, patient, renal
-from .model import CRITERION_IDS, CriterionResult, EligibilityReport, Overall
+from .kinds import COHORT_KINDS, KINDS, Context
+from .model import CriterionResult, EligibilityReport, Overall
 
-Rule = Callable[[Facts, Trial], CriterionResult]
-
-RULES: dict[str, Rule] = {
-    "advanced-disease": disease.advanced_disease,
-    "measurable-disease": disease.measurable_disease,
-    "age": patient.age,
-    "performance-status": patient.performance_status,
-    "anc": lambda f, t: labs.threshold("anc", f, t),
-    "platelets": lambda f, t: labs.threshold("platelets", f, t),
-    "hemoglobin": lambda f, t: labs.threshold("hemoglobin", f, t),
-    "total-bilirubin": lambda f, t: labs.uln_multiple("total-bilirubin", f, t),
-    "ast": lambda f, t: labs.uln_multiple("ast", f, t),
-    "alt": lambda f, t: labs.uln_multiple("alt", f, t),
-    "renal-function": renal.evaluate,
-    "albumin": lambda f, t: labs.threshold("albumin", f, t),
-    "sodium": lambda f, t: labs.threshold("sodium", f, t),
-    "hiv": patient.hiv,
-    "pregnancy-breastfeeding": patient.pregnancy_breastfeeding,
-}
+if TYPE_CHECKING:
+    from ..trials import Trial
 
 
-def verdict(criteria: list[CriterionResult], cohort: str | None, trial: Trial) -> tuple[Overall, list[str]]:
-    by_id = {c.id: c for c in criteria}
-    if by_id["diagnosis"].status == "not-met":
-        return "not-applicable", ["no sarcoma diagnosis"]
-    reasons: list[str] = []
+def verdict(criteria: list[CriterionResult], cohort: str | None, trial: Trial,
+            deceased: str | None = None) -> tuple[Overall, list[str]]:
+    """The overall verdict and its reasons. A deceased patient (DESIGN.md "Real charts") is not-eligible
+    with the death as the first reason; no diagnosis the trial enrols still comes first (the trial does
+    not apply at all)."""
+    kinds = {c.id: c.kind for c in trial.specs}
+    if any(kinds[c.id] in COHORT_KINDS and c.status == "not-met" for c in criteria):
+        return "not-applicable", ["no diagnosis the trial enrols"]
+    reasons: list[str] = [deceased] if deceased else []
     if cohort is not None and not trial.cohorts[cohort].open:
         reasons.append(f"the {trial.cohorts[cohort].title} is closed (trial version {trial.version})")
     failed = [c for c in criteria if c.status == "not-met"]
@@ -53,13 +40,18 @@ def verdict(criteria: list[CriterionResult], cohort: str | None, trial: Trial) -
 
 
 def evaluate(facts: Facts, trial: Trial) -> EligibilityReport:
-    diagnosis, cohort = disease.diagnosis(facts, trial)
-    results = {"diagnosis": diagnosis,
-               "prior-ici-progression": disease.prior_ici_progression(facts, trial, cohort)}
-    for cid, rule in RULES.items():
-        results[cid] = rule(facts, trial)
-    criteria = [results[cid] for cid in CRITERION_IDS]
-    overall, reasons = verdict(criteria, cohort, trial)
+    """Every criterion of the trial, through its kind's rule; the diagnosis first, for the cohort."""
+    results: dict[str, CriterionResult] = {}
+    cohort: str | None = None
+    for spec in (s for s in trial.specs if s.kind in COHORT_KINDS):
+        results[spec.id] = result = KINDS[spec.kind].rule(facts, spec, Context(trial, None))
+        cohort = cohort or result.cohort
+    ctx = Context(trial, cohort)
+    for spec in trial.specs:
+        if spec.id not in results:
+            results[spec.id] = KINDS[spec.kind].rule(facts, spec, ctx)
+    criteria = [results[spec.id] for spec in trial.specs]
+    overall, reasons = verdict(criteria, cohort, trial, facts.deceased)
     return EligibilityReport(trial=trial, patient=facts.patient_ref, as_of=facts.as_of, cohort=cohort,
                              overall=overall, criteria=criteria, reasons=reasons,
-                             data_notes=facts.record_notes)
+                             data_notes=facts.record_notes, deceased=facts.deceased)

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..tables import Trial
+if TYPE_CHECKING:
+    from ..trials import Trial
 
 Status = Literal["met", "not-met", "unknown", "not-applicable"]
 Overall = Literal["likely-eligible", "needs-review", "not-eligible", "not-applicable"]
-
-CRITERION_IDS = (
-    "diagnosis", "advanced-disease", "measurable-disease", "prior-ici-progression", "age",
-    "performance-status", "anc", "platelets", "hemoglobin", "total-bilirubin", "ast", "alt",
-    "renal-function", "albumin", "sodium", "hiv", "pregnancy-breastfeeding",
-)
-
 
 @dataclass
 class CriterionResult:
@@ -29,6 +23,8 @@ class CriterionResult:
     # why a value is missing, for what the card suggests (not part of the JSON contract):
     # "absent" or "stale" (order the test) vs "unavailable" (the FHIR server failed: ordering would be wrong)
     missing: str | None = field(default=None, compare=False)
+    # the cohort a diagnosis puts the patient in (diagnosis kinds only; the report carries it)
+    cohort: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "status": self.status, "requirement": self.requirement}
@@ -54,6 +50,7 @@ class EligibilityReport:
     criteria: list[CriterionResult]
     reasons: list[str] = field(default_factory=list)
     data_notes: list[str] = field(default_factory=list)
+    deceased: str | None = None  # set: no card (the reason is also the first of `reasons`)
 
     def criterion(self, cid: str) -> CriterionResult:
         return next(c for c in self.criteria if c.id == cid)

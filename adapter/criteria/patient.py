@@ -2,74 +2,124 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
+from typing import TYPE_CHECKING, NamedTuple
+
 from ..mapping.facts import Facts
+from ..mapping.observations import Selection
 from ..mapping.values import Measurement
-from ..tables import Trial, answers
-from .common import fmt, join
+from ..tables import answers
+from .common import fmt, join, label, window
 from .model import CriterionResult, Status
+from .params import HivControlled, MinimumAge, NotPregnant, PerformanceStatus
+
+if TYPE_CHECKING:
+    from ..trials import Criterion
+    from .kinds import Context
 
 
-def age(facts: Facts, trial: Trial) -> CriterionResult:
-    minimum = int(trial.rule("age")["min_years"])
-    requirement = f">= {minimum} years"
+def age(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
+    """Every age the birth date allows (a partial date is a range) is at least the minimum, or none is."""
+    p = criterion.params
+    assert isinstance(p, MinimumAge)
+    cid, minimum = criterion.id, p.min_years
+    requirement = p.text or f">= {minimum} years"
     if facts.age is None:
-        return CriterionResult("age", "unknown", requirement, evidence=[facts.patient_ref],
+        return CriterionResult(cid, "unknown", requirement, evidence=[facts.patient_ref],
                                note="birth date not recorded or unreadable")
     youngest, oldest = facts.age
     shown = f"{youngest} years" if youngest == oldest else f"{youngest}-{oldest} years"
     observed = f"{shown} (born {facts.birth_date}, on {facts.as_of.isoformat()})"
     if youngest >= minimum:
-        return CriterionResult("age", "met", requirement, observed=observed, evidence=[facts.patient_ref])
+        return CriterionResult(cid, "met", requirement, observed=observed, evidence=[facts.patient_ref])
     if oldest < minimum:
-        return CriterionResult("age", "not-met", requirement, observed=observed, evidence=[facts.patient_ref],
+        return CriterionResult(cid, "not-met", requirement, observed=observed, evidence=[facts.patient_ref],
                                note=f"younger than {minimum} on the evaluation date")
-    return CriterionResult("age", "unknown", requirement, observed=observed, evidence=[facts.patient_ref],
+    return CriterionResult(cid, "unknown", requirement, observed=observed, evidence=[facts.patient_ref],
                            note=f"partial birth date {facts.birth_date}: the patient may or may not "
                                 f"have turned {minimum}")
 
 
-def _ecog_score(m: Measurement) -> float | None:
-    if m.value is not None and m.value.is_point:
-        return m.value.lo
+class _Assessment(NamedTuple):
+    """The newest assessment on one scale: what it says against the threshold, and how to show it."""
+
+    day: date
+    passes: bool | None  # None: unreadable, or two different results at one time
+    shown: str
+    refs: list[str]
+
+
+def _ecog(m: Measurement, ecog_max: float) -> _Assessment:
+    """ECOG from an integer/quantity, or from a coded answer (LOINC LL529-9), shown with its score."""
+    if m.value is not None and not m.unit_error:
+        return _Assessment(m.when, m.value.le(ecog_max), f"ECOG {m.dated}", [m.ref or ""])
     table = answers().ecog
-    return next((float(table[c]) for c in m.concepts if c in table), None)
+    coded = next(((code, table[(system, code)]) for system, code in sorted(m.concepts)
+                  if (system, code) in table), None)
+    if coded is None:
+        return _Assessment(m.when, None, f"ECOG {m.dated}", [m.ref or ""])
+    code, score = coded
+    text = "" if m.original in ("coded value", code) else f" {m.original}"
+    return _Assessment(m.when, score <= ecog_max, f"ECOG {score} ({code}{text}, {m.when_text})", [m.ref or ""])
 
 
-def performance_status(facts: Facts, trial: Trial) -> CriterionResult:
-    rule = trial.rule("performance-status")
-    ecog_max, kps_min = float(rule["ecog_max"]), float(rule["karnofsky_min"])
-    requirement = f"ECOG <= {fmt(ecog_max)} or Karnofsky >= {fmt(kps_min)}"
-    window = trial.window("performance-status")
-    missing = facts.missing_inputs("ecog", "karnofsky")
-    ecog = facts.observations.latest("ecog", window)
-    kps = facts.observations.latest("karnofsky", window)
-    results: list[tuple[str, bool | None, Measurement]] = []
-    if ecog.chosen is not None:
-        score = _ecog_score(ecog.chosen)
-        results.append(("ECOG", None if score is None else score <= ecog_max, ecog.chosen))
-    if kps.chosen is not None:
-        k = kps.chosen.value
-        results.append(("Karnofsky", None if k is None else k.ge(kps_min), kps.chosen))
-    observed = "; ".join(f"{name} {m.dated}" for name, _, m in results) or None
-    evidence = [m.ref or "" for _, _, m in results]
-    if any(ok for _, ok, _ in results):
-        disagree = "ECOG and Karnofsky disagree; either meeting its threshold is enough by the protocol" \
-            if any(ok is False for _, ok, _ in results) else None
-        return CriterionResult("performance-status", "met", requirement, observed=observed, evidence=evidence,
-                               note=join(disagree, *ecog.unreadable, *kps.unreadable))
-    if results and all(ok is False for _, ok, _ in results):
-        return CriterionResult("performance-status", "not-met", requirement, observed=observed,
-                               evidence=evidence, note=f"performance status worse than ECOG {fmt(ecog_max)} "
-                                                       f"/ Karnofsky {fmt(kps_min)}")
-    if results:
-        return CriterionResult("performance-status", "unknown", requirement, observed=observed,
-                               evidence=evidence, note="performance status value could not be read")
-    stale = ecog.stale or kps.stale
-    return CriterionResult(
-        "performance-status", "unknown", requirement,
-        observed=stale.dated if stale else None, evidence=[stale.ref or ""] if stale else [],
-        note=join(f"data could not be obtained ({missing})" if missing else None,
-                  ecog.absence("ECOG or Karnofsky score", window)))
+def _karnofsky(m: Measurement, kps_min: float) -> _Assessment:
+    passes = m.value.ge(kps_min) if m.value is not None and not m.unit_error else None
+    return _Assessment(m.when, passes, f"Karnofsky {m.dated}", [m.ref or ""])
+
+
+def _newest(sel: Selection, scale: str, read: Callable[[Measurement], _Assessment]) -> _Assessment | None:
+    if sel.chosen is not None:
+        return read(sel.chosen)
+    if sel.conflict:  # different results at the same time on one scale: the newest says nothing clear
+        return _Assessment(max(m.when for m in sel.conflict), None,
+                           f"{scale} " + " and ".join(m.dated for m in sel.conflict) + " at the same time",
+                           [m.ref or "" for m in sel.conflict])
+    return None
+
+
+def performance_status(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
+    """The most recent assessment on either scale decides (an older ECOG 1 does not rescue yesterday's
+    Karnofsky 50); ECOG and Karnofsky of the same day must agree, else a person decides."""
+    p = criterion.params
+    assert isinstance(p, PerformanceStatus)
+    cid, ecog_max, kps_min = criterion.id, p.ecog_max, p.karnofsky_min
+    requirement = p.text or f"ECOG <= {fmt(ecog_max)} or Karnofsky >= {fmt(kps_min)}"
+    days = window(p, ctx)
+    missing = facts.missing_inputs(p.ecog_input, p.karnofsky_input)
+    ecog = facts.observations.latest(p.ecog_input, days)
+    kps = facts.observations.latest(p.karnofsky_input, days)
+    found = [a for a in (_newest(ecog, "ECOG", lambda m: _ecog(m, ecog_max)),
+                         _newest(kps, "Karnofsky", lambda m: _karnofsky(m, kps_min))) if a is not None]
+    unreadable = (*ecog.unreadable, *kps.unreadable)
+    if not found:
+        stale = max((s for s in (ecog.stale, kps.stale) if s is not None), key=lambda s: s.when, default=None)
+        return CriterionResult(
+            cid, "unknown", requirement,
+            observed=stale.dated if stale else None, evidence=[stale.ref or ""] if stale else [],
+            note=join(f"data could not be obtained ({missing})" if missing else None,
+                      ecog.absence("ECOG or Karnofsky score", days)))
+    newest_day = max(a.day for a in found)
+    deciding = [a for a in found if a.day == newest_day]
+    older = [f"an older {a.shown} was not used: the most recent assessment decides"
+             for a in found if a.day < newest_day]
+    outcomes = {a.passes for a in deciding}
+    observed = "; ".join(a.shown for a in deciding)
+    evidence = [r for a in deciding for r in a.refs]
+    status: Status
+    if None in outcomes:
+        status, why = "unknown", f"{'; '.join(a.shown for a in deciding if a.passes is None)}: cannot be read " \
+                                 "as a performance status score"
+    elif len(outcomes) > 1:
+        status, why = "unknown", ("ECOG and Karnofsky of the same day disagree: the clinician decides which "
+                                  "reflects the patient")
+    elif outcomes == {True}:
+        status, why = "met", None
+    else:
+        status, why = "not-met", f"worse than ECOG {fmt(ecog_max)} / Karnofsky {fmt(kps_min)}"
+    return CriterionResult(cid, status, requirement, observed=observed, evidence=evidence,
+                           note=join(why, *older, *unreadable))
 
 
 def _viral_load_undetectable(m: Measurement, below: float, assay_limit_max: float) -> bool | None:
@@ -87,81 +137,98 @@ def _viral_load_undetectable(m: Measurement, below: float, assay_limit_max: floa
     return m.value.lt(below)
 
 
-def hiv(facts: Facts, trial: Trial) -> CriterionResult:
-    rule = trial.rule("hiv")
-    requirement = rule["text"]
-    window = trial.window("hiv")
-    below = float(rule["undetectable_below"])
-    infected = facts.having("hiv")
-    sel = facts.observations.latest("hiv-viral-load", window)
+def hiv(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
+    """HIV recorded: an undetectable viral load in the window (taken as effective ART) is needed."""
+    p = criterion.params
+    assert isinstance(p, HivControlled)
+    cid, requirement, days = criterion.id, p.text, window(p, ctx)
+    infected = facts.having(p.condition)
+    sel = facts.observations.latest(p.input, days)
     vl = sel.chosen
-    result = _viral_load_undetectable(vl, below, float(rule["assay_limit_max"])) if vl else None
+    result = _viral_load_undetectable(vl, p.undetectable_below, p.assay_limit_max) if vl else None
     if not infected:
         if vl is not None and result is False:
-            return CriterionResult("hiv", "not-met", requirement, observed=vl.dated, evidence=[vl.ref or ""],
+            return CriterionResult(cid, "not-met", requirement, observed=vl.dated, evidence=[vl.ref or ""],
                                    note="HIV-1 RNA detected, with no HIV diagnosis on the problem list")
         missing = facts.missing_conditions()
         if missing:
-            return CriterionResult("hiv", "unknown", requirement, note=f"conditions could not be obtained "
+            return CriterionResult(cid, "unknown", requirement, note=f"conditions could not be obtained "
                                                                        f"({missing})")
-        return CriterionResult("hiv", "not-applicable", requirement, note="no HIV infection recorded")
+        return CriterionResult(cid, "not-applicable", requirement, note="no HIV infection recorded")
     refs = [c.ref or "" for c in infected]
     if vl is None:
-        missing = facts.missing_inputs("hiv-viral-load")
-        return CriterionResult("hiv", "unknown", requirement, evidence=refs,
+        missing = facts.missing_inputs(p.input)
+        return CriterionResult(cid, "unknown", requirement, evidence=refs,
                                observed=sel.stale.dated if sel.stale else None,
                                note=f"data could not be obtained ({missing})" if missing
-                               else sel.absence("HIV-1 viral load", window))
+                               else sel.absence("HIV-1 viral load", days))
     if result is True:
-        return CriterionResult("hiv", "met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
+        return CriterionResult(cid, "met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
                                note=join("undetectable viral load; confirm the patient is on effective ART",
                                          *sel.unreadable))
     if result is False:
-        return CriterionResult("hiv", "not-met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
+        return CriterionResult(cid, "not-met", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
                                note="detectable HIV-1 viral load")
-    return CriterionResult("hiv", "unknown", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
+    return CriterionResult(cid, "unknown", requirement, observed=vl.dated, evidence=[*refs, vl.ref or ""],
                            note=join(f"viral load {vl.original} cannot be read as detectable or not",
                                      vl.unit_error))
 
 
-def _pregnancy_evidence(facts: Facts, trial: Trial) -> tuple[list[Measurement], list[Measurement], list[str]]:
-    """Positive and negative observations inside the window, plus undecided notes."""
-    rule = trial.rule("pregnancy-breastfeeding")
-    window = trial.window("pregnancy-breastfeeding")
+def _pregnancy_evidence(facts: Facts, p: NotPregnant, window: int
+                        ) -> tuple[list[Measurement], list[Measurement], list[Measurement], list[str]]:
+    """Positive, negative and undecided observations inside the window, plus why the undecided are."""
     table = answers()
     positive: list[Measurement] = []
     negative: list[Measurement] = []
+    undecided: list[Measurement] = []
     notes: list[str] = []
     checks = (("pregnancy-status", table.pregnancy_positive, table.pregnancy_negative),
               ("hcg-presence", table.presence_positive, table.presence_negative),
               ("breastfeeding", table.breastfeeding_positive, table.breastfeeding_negative))
     for input_id, pos, neg in checks:
-        m = facts.observations.latest(input_id, window).chosen
+        sel = facts.observations.latest(input_id, window)
+        m = sel.chosen
+        if sel.conflict:
+            notes.append(sel.absence(label(input_id), window))
+            undecided += sel.conflict
         if m is None:
             continue
         if m.concepts & pos:
             positive.append(m)
         elif m.concepts & neg:
             negative.append(m)
-    hcg = facts.observations.latest("hcg-quantitative", window).chosen
-    if hcg is not None and hcg.value is not None and not hcg.unit_error:
-        if hcg.value.ge(float(rule["hcg_positive_min"])):
-            positive.append(hcg)
-        elif hcg.value.lt(float(rule["hcg_negative_below"])):
-            negative.append(hcg)
-        else:
-            notes.append(f"quantitative hCG {hcg.dated} is indeterminate")
-    return positive, negative, notes
+    sel = facts.observations.latest("hcg-quantitative", window)
+    hcg = sel.chosen
+    if sel.conflict:
+        notes.append(sel.absence(label("hcg-quantitative"), window))
+        undecided += sel.conflict
+    if hcg is None:
+        return positive, negative, undecided, notes
+    if hcg.value is None or hcg.unit_error:  # an unreadable hCG might be positive: never dropped
+        undecided.append(hcg)
+        notes.append(f"cannot use the quantitative hCG {hcg.dated}: "
+                     f"{hcg.unit_error or 'the value is not a quantity'}")
+    elif hcg.value.ge(p.hcg_positive_min):
+        positive.append(hcg)
+    elif hcg.value.lt(p.hcg_negative_below):
+        negative.append(hcg)
+    else:
+        undecided.append(hcg)
+        notes.append(f"quantitative hCG {hcg.dated} is indeterminate")
+    return positive, negative, undecided, notes
 
 
-def pregnancy_breastfeeding(facts: Facts, trial: Trial) -> CriterionResult:
-    requirement = trial.rule("pregnancy-breastfeeding")["text"]
-    pregnant = facts.having("pregnancy")
-    positive, negative, notes = _pregnancy_evidence(facts, trial)
+def pregnancy_breastfeeding(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
+    """Evidence of pregnancy or breastfeeding fails; none recorded is met, to confirm per protocol."""
+    p = criterion.params
+    assert isinstance(p, NotPregnant)
+    cid, requirement = criterion.id, p.text
+    pregnant = facts.having(p.condition)
+    positive, negative, undecided, notes = _pregnancy_evidence(facts, p, window(p, ctx))
     if pregnant or positive:
         shown = [f"{c.display} (active condition)" for c in pregnant] + [f"{m.original} ({m.when_text})"
                                                                         for m in positive]
-        return CriterionResult("pregnancy-breastfeeding", "not-met", requirement, observed="; ".join(shown),
+        return CriterionResult(cid, "not-met", requirement, observed="; ".join(shown),
                                evidence=[c.ref or "" for c in pregnant] + [m.ref or "" for m in positive],
                                note="pregnancy or breastfeeding documented")
     missing = facts.missing_conditions() or facts.missing_inputs(
@@ -170,14 +237,14 @@ def pregnancy_breastfeeding(facts: Facts, trial: Trial) -> CriterionResult:
     if missing or notes:
         status = "unknown"
     elif facts.gender == "male" and not negative:
-        return CriterionResult("pregnancy-breastfeeding", "not-applicable", requirement,
+        return CriterionResult(cid, "not-applicable", requirement,
                                evidence=[facts.patient_ref], note="male patient")
     else:
         status = "met"
-    observed = "; ".join(f"{m.original} ({m.when_text})" for m in negative) or None
+    observed = "; ".join(f"{m.original} ({m.when_text})" for m in [*negative, *undecided]) or None
     return CriterionResult(
-        "pregnancy-breastfeeding", status, requirement, observed=observed,
-        evidence=[m.ref or "" for m in negative],
+        cid, status, requirement, observed=observed,
+        evidence=[m.ref or "" for m in [*negative, *undecided]],
         note=join(f"data could not be obtained ({missing})" if missing else None, *notes,
                   None if negative else "no pregnancy or breastfeeding documented; confirm per protocol "
                                         "(pregnancy test for people who can become pregnant)"))

@@ -8,15 +8,18 @@ Cockcroft-Gault (1976): CrCl = (140 − age) × weight / (72 × SCr mg/dL), × 0
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.values import Measurement
-from ..tables import Trial
-from .common import fmt, join, upper_limit, usable_value
+from .common import fmt, join, upper_limit, usable_value, window
 from .model import CriterionResult, Status, decide
+from .params import RenalFunction
 
-CID = "renal-function"
+if TYPE_CHECKING:
+    from ..trials import Criterion
+    from .kinds import Context
 
 
 def mosteller(height_cm: float, weight_kg: float) -> float:
@@ -52,26 +55,27 @@ def crcl_range(scr: Interval, age: tuple[int, int], weight: Interval, height: In
     return Interval(lo, hi)
 
 
-def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
-    rule = trial.rule(CID)
-    k = float(rule["creatinine_max_uln"])
-    crcl_min = float(rule["crcl_min"])
-    requirement = (f"creatinine <= {fmt(k)} x ULN, or CrCl >= {fmt(crcl_min)} mL/min/1.73 m2 "
-                   "(Cockcroft-Gault)")
-    found = usable_value(CID, requirement, facts, "creatinine", trial.window(CID))
+def evaluate(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
+    """Either branch meeting its threshold is enough; the card says which one did."""
+    p = criterion.params
+    assert isinstance(p, RenalFunction)
+    cid, k, crcl_min = criterion.id, p.creatinine_max_uln, p.crcl_min
+    requirement = p.text or (f"creatinine <= {fmt(k)} x ULN, or CrCl >= {fmt(crcl_min)} mL/min/1.73 m2 "
+                             "(Cockcroft-Gault)")
+    found = usable_value(cid, requirement, facts, p.input, window(p, ctx))
     if isinstance(found, CriterionResult):
         return found
     scr, value = found.m, found.value
 
     # Branch A: creatinine against its ULN (undecided when the result's reference range cannot be read)
-    limit = upper_limit(scr, rule, "creatinine", trial.id)
+    limit = upper_limit(scr, p.default_uln, p.input)
     a_problem = limit if isinstance(limit, str) else None
     uln, uln_text, assumed = (math.nan, "reference range unreadable", None) if isinstance(limit, str) else limit
     branch_a = None if a_problem else value.le(k * uln)
     ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point and not a_problem else scr.original
 
     # Branch B: Cockcroft-Gault, normalised to 1.73 m²
-    crcl, b_evidence, b_why = _crcl(facts, trial, value)
+    crcl, b_evidence, b_why = _crcl(facts, p, ctx, value)
     branch_b = crcl.ge(crcl_min) if crcl is not None else None
     crcl_text = _crcl_text(crcl)
 
@@ -90,11 +94,12 @@ def evaluate(facts: Facts, trial: Trial) -> CriterionResult:
         b_text = b_why or (f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
         why = f"{a_text}; {b_text}"
     observed = f"creatinine {scr.dated}, {uln_text}" + (f"; {crcl_text}" if crcl_text else "")
-    paediatric = ("Cockcroft-Gault is not validated under 18 (bedside Schwartz is the paediatric standard); "
-                  "the protocol names Cockcroft-Gault") if crcl is not None and facts.age and facts.age[0] < 18 \
-        else None
+    adult = p.formula_validated_from_age
+    paediatric = (f"Cockcroft-Gault is not validated under {adult} (bedside Schwartz is the paediatric "
+                  "standard); the protocol names Cockcroft-Gault") \
+        if crcl is not None and facts.age and facts.age[0] < adult else None
     return CriterionResult(
-        CID, status, requirement, observed=observed,
+        cid, status, requirement, observed=observed,
         evidence=[scr.ref or "", *b_evidence],
         note=join(why, assumed, paediatric, scr.caveat, *found.notes_for(status)),
     )
@@ -110,29 +115,38 @@ def _crcl_text(crcl: Interval | None) -> str | None:
     return f"CrCl {fmt(crcl.lo)}-{fmt(crcl.hi)} mL/min/1.73 m2"
 
 
-def _crcl(facts: Facts, trial: Trial, scr: Interval) -> tuple[Interval | None, list[str], str | None]:
+def _crcl(facts: Facts, p: RenalFunction, ctx: Context, scr: Interval
+          ) -> tuple[Interval | None, list[str], str | None]:
     """CrCl range, its evidence, or why it cannot be computed."""
-    rule = trial.rule(CID)
     if facts.age is None:
         return None, [], "CrCl not computable: birth date not recorded"
-    weight_sel = facts.observations.latest("weight", trial.window(CID, "weight_window_days"))
-    height_sel = facts.observations.latest("height", trial.window(CID, "height_window_days"))
-    bsa_sel = facts.observations.latest("bsa", trial.window(CID, "weight_window_days"))
-    weight = _usable(weight_sel.chosen)
-    if weight is None:
-        return None, [], "CrCl not computable: no usable body weight in the window"
-    height = _usable(height_sel.chosen)
-    bsa = _usable(bsa_sel.chosen)
-    body = height or bsa
+    weight_sel = facts.observations.latest(p.weight_input, window(p, ctx, p.weight_window_days))
+    height_sel = facts.observations.latest(p.height_input, window(p, ctx, p.height_window_days))
+    bsa_sel = facts.observations.latest(p.bsa_input, window(p, ctx, p.weight_window_days))
+    weight = _usable(weight_sel.chosen, "body weight")
+    if isinstance(weight, str):
+        return None, [], f"CrCl not computable: no usable body weight in the window{weight}"
+    height = _usable(height_sel.chosen, "body height")
+    bsa = _usable(bsa_sel.chosen, "BSA")
+    body = height if not isinstance(height, str) else bsa if not isinstance(bsa, str) else None
     if body is None:
-        return None, [weight.ref or ""], "CrCl not computable: no body height or BSA to normalise to 1.73 m2"
-    sex = _sex_factors(facts.gender, float(rule["female_factor"]))
+        return None, [weight.ref or ""], ("CrCl not computable: no body height or BSA to normalise to 1.73 m2"
+                                          + "".join(why for why in (height, bsa) if isinstance(why, str)))
+    sex = _sex_factors(facts.gender, p.female_factor)
     assert weight.value is not None
-    crcl = crcl_range(scr, facts.age, weight.value, height.value if height else None,
-                      bsa.value if bsa else None, sex)
+    crcl = crcl_range(scr, facts.age, weight.value,
+                      height.value if not isinstance(height, str) else None,
+                      bsa.value if not isinstance(bsa, str) else None, sex)
     return crcl, [weight.ref or "", body.ref or "", facts.patient_ref], None
 
 
-def _usable(m: Measurement | None) -> Measurement | None:
-    """A body measurement that can enter the formula: a value, converted, and above zero."""
-    return m if m is not None and m.value is not None and not m.unit_error and m.value.lo > 0 else None
+def _usable(m: Measurement | None, what: str) -> Measurement | str:
+    """A body measurement that can enter the formula (a value, converted, plausible, above zero), or
+    why the one on file cannot — its unit or its range, as ' (…)' — or '' when there is none."""
+    if m is None:
+        return ""
+    if m.unit_error or m.value is None:
+        return f" ({what} {m.dated} could not be used: {m.unit_error or 'the value is not a quantity'})"
+    if m.value.lo <= 0:
+        return f" ({what} {m.dated} is not above zero)"
+    return m

@@ -10,6 +10,7 @@ import msgspec
 
 from ..errors import InputError
 from .record import KEPT_TYPES, PatientRecord, assemble
+from .wanted import Wanted
 from .wire import Entry, Head, Lazy, LazyObservations, head_and_resource, head_of, load_resource
 
 
@@ -26,12 +27,13 @@ def _same_patient(a: tuple[dict[str, Any], str | None], b: tuple[dict[str, Any],
     return bool(a[1]) and a[1] == b[1]
 
 
-def bundle_entries(bundle: Any, since: str | None = None
+def bundle_entries(bundle: Any, since: str | None = None, floor_type: str = "Observation"
                    ) -> tuple[list[tuple[dict[str, Any], str | None]], list[Entry]]:
     """Split a Bundle (lazy, or parsed JSON) into its Patients and the other resources we might use.
 
-    `since` (an ISO date): Observations effective before it, or undated, are left out before they
-    become entries — a prefetch holds years of results where a search would have held one.
+    `since` (an ISO date): resources of `floor_type` effective before it, or undated, are left out
+    before they become entries — a prefetch holds years of results where a search would have held one.
+    (A report's results are not held to it: they may be dated by the report alone.)
     """
     patients: list[tuple[dict[str, Any], str | None]] = []
     entries: list[Entry] = []
@@ -42,7 +44,7 @@ def bundle_entries(bundle: Any, since: str | None = None
             if not any(_same_patient(candidate, p) for p in patients):
                 patients.append(candidate)
         elif kind in KEPT_TYPES:
-            if since is not None and kind == "Observation" and (head.effective_text() or "") < since:
+            if since is not None and kind == floor_type and (head.effective_text() or "") < since:
                 continue
             entries.append(Entry(head, full_url, raw, resource))
     return patients, entries
@@ -83,7 +85,7 @@ def _resources(bundle: Any) -> Iterator[_Item]:
             yield head_of(resource), full_url if isinstance(full_url, str) else None, None, resource
 
 
-def record_from_bytes(data: bytes) -> PatientRecord:
+def record_from_bytes(data: bytes, wanted: Wanted) -> PatientRecord:
     patients, entries = bundle_entries(load_resource(data))
     if not patients:
         raise InputError("the Bundle holds no Patient")
@@ -91,4 +93,4 @@ def record_from_bytes(data: bytes) -> PatientRecord:
         ids = ", ".join(str(p[0].get("id") or p[1] or "?") for p in patients[:5])
         raise InputError(f"the Bundle holds {len(patients)} Patients ({ids}); evaluate one patient at a time")
     patient, full_url = patients[0]
-    return assemble(patient, full_url, entries)
+    return assemble(patient, full_url, entries, wanted)

@@ -254,11 +254,12 @@ def next_link(bundle: Any) -> str | None:
 
 
 async def collect_pages(client: SessionClient | None, page: Any, label: str, first_fetched: bool = False,
-                        since: str | None = None) -> list[Entry]:
+                        since: str | None = None, floor_type: str = "Observation") -> list[Entry]:
     """Entries of a search result and of every page after it (bounded, no repeats, same server).
 
     Pages fetched from the server are held to the client's entries-per-page limit (`first_fetched`: the
-    first page came from the server too, not from the hook's prefetch). `since`: see `bundle_entries`.
+    first page came from the server too, not from the hook's prefetch). `since`, `floor_type`: see
+    `bundle_entries`.
     """
     entries: list[Entry] = []
     seen: set[str] = set()
@@ -269,7 +270,7 @@ async def collect_pages(client: SessionClient | None, page: Any, label: str, fir
         if fetched and client is not None:
             _check_page_size(page, label, client.max_entries_per_page)
         try:
-            entries.extend(bundle_entries(page, since)[1])
+            entries.extend(bundle_entries(page, since, floor_type)[1])
         except InputError as exc:  # the page, not the hook's request, is malformed
             raise FhirServerError(f"the {label} search came back as a malformed Bundle ({exc})") from None
         nxt = next_link(page)

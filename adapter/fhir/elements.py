@@ -35,9 +35,14 @@ def concept_text(concept: Any) -> str:
 
 
 def number(x: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else — including an integer of 310+ digits,
+    which no double can hold (float() raises OverflowError): not a finite number, so absent."""
     if isinstance(x, bool) or not isinstance(x, int | float):
         return None
-    value = float(x)
+    try:
+        value = float(x)
+    except OverflowError:
+        return None
     return value if math.isfinite(value) else None
 
 

@@ -17,10 +17,16 @@ from typing import Any
 
 from ..errors import FhirServerError, InputError
 from .bundle import bundle_entries
-from .client import SessionClient, collect_pages, read_patient, search_all
-from .queries import PATIENT_KEY, Search
+from .client import FHIR_ID, SessionClient, collect_pages, read_patient, same_server, search_all
+from .queries import CODE_PARAMS, MEDICATION_SEARCHES, PATIENT_KEY, REPORTS_KEY, Search
 from .record import PatientRecord, assemble
-from .wire import Entry, is_bundle, is_lazy, issues, resource_type
+from .wanted import Wanted
+from .wire import Entry, Resource, is_bundle, is_lazy, issues, reference_key, resource_type
+
+# Medications named by reference and not brought by the searches' _include: read one by one, at most
+# this many per patient (a medication history names a few dozen drugs at most).
+MAX_MEDICATION_READS = 50
+MEDICATION_TYPES = frozenset(t for _, t in MEDICATION_SEARCHES)
 
 
 @dataclass
@@ -69,10 +75,12 @@ NO_SERVER = "there is no FHIR server to fetch it from"
 
 async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str, Any] | None,
                         client: SessionClient | None, deadline_s: float,
-                        stats: GatherStats | None = None, no_server: str = NO_SERVER) -> PatientRecord:
+                        stats: GatherStats | None = None, no_server: str = NO_SERVER, *,
+                        wanted: Wanted) -> PatientRecord:
     """The patient's record from prefetch + FHIR server. Raises FhirServerError without a Patient.
 
     `no_server`: why there is no client, for the reasons shown when something was not prefetched.
+    `wanted`: the Observation codes kept (fhir/wanted.py).
     """
     started = time.perf_counter()
     stats = stats if stats is not None else GatherStats()
@@ -124,7 +132,16 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
     if patient is None:
         raise FhirServerError(f"Patient/{patient_id} was not prefetched and {no_server}")
 
-    record = assemble(patient, None, [e for entries in ready.values() for e in entries])
+    if REPORTS_KEY in unavailable:  # no criterion is unknown for it: labs are searched on their own too
+        notes.append(f"{unavailable[REPORTS_KEY]}: results found only in diagnostic reports may be missing")
+    entries = _unique([e for found in ready.values() for e in found])
+    medications: dict[str, Resource] = {}
+    if client is not None:
+        left = deadline_s - (time.perf_counter() - started)
+        medications = await _read_medications(client, entries, left, notes)
+    record = assemble(patient, None, entries, wanted)
+    for key, medication in medications.items():
+        record.medications.setdefault(key, medication)
     record.unavailable.update(unavailable)
     record.dropped.extend(notes)
     stats.seconds = time.perf_counter() - started
@@ -134,11 +151,80 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
 MERGED = "+"
 
 
+def _unique(entries: list[Entry]) -> list[Entry]:
+    """Each resource once: a report's `_include`d results are often found by the Observation searches too."""
+    seen: set[tuple[str | None, str]] = set()
+    out = []
+    for entry in entries:
+        head = entry.head
+        if head.id:
+            key = (head.resourceType, head.id)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(entry)
+    return out
+
+
+def _medication_reads(entries: list[Entry], base_url: str) -> list[str]:
+    """`Medication/id` of every Medication named by reference and not among the entries (sorted)."""
+    have = {reference_key(k) for e in entries if e.head.resourceType == "Medication"
+            for k in filter(None, (e.ref, e.full_url))}
+    out = set()
+    for entry in entries:
+        if entry.head.resourceType not in MEDICATION_TYPES:
+            continue
+        ref = entry.resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if not isinstance(target, str) or target.startswith(("#", "urn:")):
+            continue  # contained, or a Bundle-local name the server does not know
+        if "://" in target and not same_server(target, base_url):
+            continue  # on another server: the token must not travel there
+        key = reference_key(target)
+        kind, _, mid = key.partition("/")
+        if kind == "Medication" and FHIR_ID.fullmatch(mid) and key not in have:
+            out.add(key)
+    return sorted(out)
+
+
+async def _read_medications(client: SessionClient, entries: list[Entry], seconds: float,
+                            notes: list[str]) -> dict[str, Resource]:
+    """The Medications the searches' `_include` did not bring, read from the server within `seconds`.
+
+    One that cannot be read leaves the request to be known by its display text, if any, and says so."""
+    keys = _medication_reads(entries, client.url)
+    if not keys:
+        return {}
+    if len(keys) > MAX_MEDICATION_READS:
+        notes.append(f"{len(keys) - MAX_MEDICATION_READS} referenced Medication(s) not read (more than "
+                     f"{MAX_MEDICATION_READS})")
+        keys = keys[:MAX_MEDICATION_READS]
+    if seconds <= 0:
+        notes.append(f"{len(keys)} referenced Medication(s) not read: no time left before the deadline")
+        return {}
+    results = await _within({key: client.get_json(key) for key in keys}, seconds)
+    out: dict[str, Resource] = {}
+    failed = []
+    for key, result in results.items():
+        if isinstance(result, dict) and result.get("resourceType") == "Medication":
+            out[key] = result
+        else:
+            failed.append(key)
+    if failed:
+        notes.append(f"{', '.join(failed)}: named by a medication record, could not be read from the FHIR server")
+    return out
+
+
 async def _prefetched(client: SessionClient | None, bundle: Any, search: Search) -> list[Entry]:
     """A prefetched result, held to its search's date floor: prefetch templates cannot carry dates, so
     an EHR sends the whole history where a fetch would have sent the last year or so."""
     floor = search.params.get("date", "")
-    return await collect_pages(client, bundle, search.key, since=floor[2:] if floor.startswith("ge") else None)
+    return await collect_pages(client, bundle, search.key, since=floor[2:] if floor.startswith("ge") else None,
+                               floor_type=search.resource_type)
+
+
+def _code_param(search: Search) -> str | None:
+    return next((p for p in CODE_PARAMS if p in search.params), None)
 
 
 def merge_searches(searches: list[Search]) -> list[Search]:
@@ -147,16 +233,17 @@ def merge_searches(searches: list[Search]) -> list[Search]:
     Fewer requests per hook for the EHR's server (labs and performance status share their date floor);
     the merged search's key names its parts, so a failure is reported for each.
     """
-    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Search]] = {}
+    groups: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], list[Search]] = {}
     for s in searches:
-        shape = tuple(sorted((k, v) for k, v in s.params.items() if k != "code"))
-        groups.setdefault((s.resource_type, shape), []).append(s)
+        param = _code_param(s)
+        shape = tuple(sorted((k, v) for k, v in s.params.items() if k != param))
+        groups.setdefault((s.resource_type, param, shape), []).append(s)
     merged = []
-    for group in groups.values():
-        if len(group) == 1 or any("code" not in s.params for s in group):
+    for (_, param, _), group in groups.items():
+        if len(group) == 1 or param is None:
             merged.extend(group)
             continue
-        params = {**group[0].params, "code": ",".join(s.params["code"] for s in group)}
+        params = {**group[0].params, param: ",".join(s.params[param] for s in group)}
         merged.append(Search(MERGED.join(s.key for s in group), group[0].resource_type, params))
     return merged
 

@@ -1,8 +1,14 @@
-"""The FHIR searches that gather one patient's AXIOM-relevant data.
+"""The FHIR searches that gather one patient's data: what the caller wants (fhir/wanted.py), fetched.
 
 One list, used for fetching from a FHIR server (CLI and service) and for the CDS Hooks prefetch
-templates, so the two never disagree about what the criteria need. Each search's key is its prefetch
-key.
+templates, so the two never disagree about what is read. Each search's key is its prefetch key.
+
+Results that are not standalone Observations of the patient are searched for too (DESIGN.md "Real
+charts"): the windowed Observation searches match a code or a component's code (`combo-code`, so a
+panel whose values are only components is found); the DiagnosticReport search brings the reports'
+results (`_include`) and their panels' members (`_include:iterate`), which a lab may send without a
+subject or a date of their own. The whole-history search stays on `code`: a server that ignores
+`combo-code` would send every Observation of the patient's life instead.
 """
 
 from __future__ import annotations
@@ -10,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from ..tables import Trial, observations
+from .wanted import Wanted
 
 PATIENT_KEY = "patient"
 CONDITIONS_KEY = "conditions"
+REPORTS_KEY = "diagnosticReports"
 # (prefetch key, resource type)
 MEDICATION_SEARCHES = (("medicationStatement", "MedicationStatement"), ("medicationRequest", "MedicationRequest"),
                        ("medicationAdministration", "MedicationAdministration"))
-# Days beyond the longest window that are still read, so a stale value can be shown with its date.
-STALE_MARGIN_DAYS = 2
+# The parameters a search's code list goes in (fhir/gather.py merges searches that differ only there).
+CODE_PARAMS = ("code", "combo-code")
 # The server's `date=ge` compares instants in the server's zone, the engine reads the local date as
 # written: one more day covers any UTC offset (at most 14 h).
 ZONE_MARGIN_DAYS = 1
@@ -37,41 +44,26 @@ class Search:
         return f"{self.resource_type}?" + "&".join(f"{k}={v}" for k, v in params.items())
 
 
-def longest_window(trial: Trial) -> int:
-    windows = [trial.default_window_days]
-    for rule in trial.criteria.values():
-        windows += [int(v) for k, v in rule.items() if k.endswith("window_days")]
-    return max(windows)
-
-
-def lookback_days(trial: Trial) -> int:
-    """How far back windowed Observations are read at all, in every mode."""
-    return longest_window(trial) + STALE_MARGIN_DAYS
-
-
-def observation_codes(group: str) -> str:
-    """`system|code,…` for every input fetched by the `group` search."""
-    table = observations()
-    return ",".join(f"{table.system}|{code}" for spec in table.inputs.values()
-                    if spec.search == group and not spec.informative for code in spec.codes)
-
-
-def searches(patient_id: str, trial: Trial, as_of: date | None) -> list[Search]:
+def searches(patient_id: str, wanted: Wanted, as_of: date | None) -> list[Search]:
     """Searches for everything but the Patient read. `as_of` None: no date floor (prefetch templates)."""
-    floor = {"date": f"ge{(as_of - timedelta(days=lookback_days(trial) + ZONE_MARGIN_DAYS)).isoformat()}"} \
+    floor = {"date": f"ge{(as_of - timedelta(days=wanted.lookback_days + ZONE_MARGIN_DAYS)).isoformat()}"} \
         if as_of is not None else {}
-    out = [
-        Search(group, "Observation", {"patient": patient_id, "code": observation_codes(group), **(
-            floor if group != "history" else {}), "_sort": "-date", "_count": PAGE_SIZE})
-        for group in ("labs", "performance", "history")
-    ]
+    out = []
+    for key, codes in wanted.searches:
+        whole = key in wanted.whole_history
+        out.append(Search(key, "Observation", {
+            "patient": patient_id, "code" if whole else "combo-code": ",".join(f"{s}|{c}" for s, c in codes),
+            **({} if whole else floor), "_sort": "-date", "_count": PAGE_SIZE}))
     out.append(Search(CONDITIONS_KEY, "Condition", {"patient": patient_id, "_count": PAGE_SIZE}))
     out += [Search(key, t, {"patient": patient_id, "_include": f"{t}:medication", "_count": PAGE_SIZE})
             for key, t in MEDICATION_SEARCHES]
+    out.append(Search(REPORTS_KEY, "DiagnosticReport", {
+        "patient": patient_id, **floor, "_include": "DiagnosticReport:result",
+        "_include:iterate": "Observation:has-member", "_count": PAGE_SIZE}))
     return out
 
 
-def prefetch_templates(trial: Trial) -> dict[str, str]:
+def prefetch_templates(wanted: Wanted) -> dict[str, str]:
     """Discovery's `prefetch`: the Patient read plus every search, keyed as `searches` keys them."""
     return {PATIENT_KEY: "Patient/{{context.patientId}}",
-            **{s.key: s.template() for s in searches("{{context.patientId}}", trial, None)}}
+            **{s.key: s.template() for s in searches("{{context.patientId}}", wanted, None)}}

@@ -4,6 +4,7 @@ Resources stay raw here (fhir/wire.py: a head of a few elements, the rest parsed
 validating thousands of Observations with pydantic costs ~30× a JSON parse, so the mapping layer
 filters by code first and validates only what it keeps. What this module guarantees is attribution:
 a resource whose subject is another patient, or no patient, is dropped and reported, never mixed in.
+Results held by reports and panels (fhir/expand.py) are attributed through what holds them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
 from ..errors import InputError
-from ..tables import observations
-from .wire import Entry, Resource
+from .expand import expand, is_container
+from .wanted import Wanted
+from .wire import Entry, Resource, reference_key
 
 CLINICAL_TYPES = ("Observation", "Condition", "MedicationStatement", "MedicationRequest",
                   "MedicationAdministration")
-KEPT_TYPES = (*CLINICAL_TYPES, "Medication")
+# DiagnosticReports are kept until their results are found (fhir/expand.py), not in the record
+KEPT_TYPES = (*CLINICAL_TYPES, "Medication", "DiagnosticReport")
 
 
 @dataclass
@@ -47,19 +50,6 @@ def patient_keys(patient: Resource, full_url: str | None) -> frozenset[str]:
     return frozenset(keys)
 
 
-def reference_key(reference: str) -> str:
-    """Normalise `Patient/1`, `http://x/fhir/Patient/1`, `Patient/1/_history/2` to `Patient/1`.
-
-    urn:uuid references are returned unchanged.
-    """
-    if reference.startswith("urn:"):
-        return reference
-    parts = reference.rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
-
-
 def first_error(exc: ValidationError) -> str:
     """A fhir.resources validation failure in one line: where, and what is wrong there."""
     first = exc.errors()[0]
@@ -84,16 +74,63 @@ def patient_ref(patient: Resource, full_url: str | None) -> str:
     raise InputError("the Patient has no id and no urn:uuid fullUrl, so nothing can reference it")
 
 
-def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[Entry]) -> PatientRecord:
-    """Attribute entries to the patient; keep mapped Observations and the other clinical types."""
+def _absolute(url: str | None) -> str | None:
+    """A RESTful absolute URL `base/Type/id` without its `_history/version`; None for anything else."""
+    if not url or "://" not in url:
+        return None
+    parts = url.rstrip("/").split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts) if len(parts) >= 5 else None  # scheme, "", host, Type, id
+
+
+class _Whose:
+    """Whether a subject reference is this patient (True), another (False), or there is none (None).
+
+    When the Patient arrived under an absolute fullUrl, references are resolved as FHIR R4 resolves them
+    in a Bundle ("Resolving references in Bundles"): an absolute one must name that URL, and a relative
+    one resolves against the server base of the fullUrl of the resource holding it — `Patient/23` in an
+    entry of another server is that server's patient 23. Otherwise `Patient/id` (any base) or the
+    Patient's urn:uuid fullUrl names her.
+    """
+
+    def __init__(self, keys: set[str], patient_url: str | None) -> None:
+        self.keys = keys
+        self.url = _absolute(patient_url)
+        self.prefix = self.url.rsplit("/", 2)[0] + "/" if self.url else None
+        self.seen: dict[str, bool] = {}  # a record repeats one subject string thousands of times
+
+    def __call__(self, subject: str | None, full_url: str | None = None) -> bool | None:
+        if subject is None:
+            return None
+        if self.prefix is not None and not subject.startswith(("urn:", "#")):
+            if "://" in subject:
+                return _absolute(subject) == self.url
+            if full_url is not None and "://" in full_url and not self._on_base(full_url):
+                return False
+        known = self.seen.get(subject)
+        if known is None:
+            known = self.seen[subject] = reference_key(subject) in self.keys
+        return known
+
+    def _on_base(self, full_url: str) -> bool:
+        """Whether `base/Type/id[/_history/v]` has the Patient's base."""
+        assert self.prefix is not None
+        return full_url.startswith(self.prefix) and full_url.count("/", len(self.prefix)) in (1, 3)
+
+
+def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[Entry],
+             wanted: Wanted) -> PatientRecord:
+    """Attribute entries to the patient; keep Observations of wanted codes (standalone, or held by a
+    report or panel) and the other clinical types."""
     validate_patient(patient)
     ref = patient_ref(patient, patient_full_url)
-    keys = {reference_key(k) for k in patient_keys(patient, patient_full_url)} | {ref}
-    table = observations()
+    whose = _Whose({reference_key(k) for k in patient_keys(patient, patient_full_url)} | {ref}, patient_full_url)
     record = PatientRecord(patient=patient, patient_ref=ref)
     foreign = 0
-    orphans = 0
-    subject_keys: dict[str, str] = {}  # a record repeats one subject string thousands of times
+    orphans: list[Entry] = []
+    observations: list[Entry] = []  # every one, for the references of reports and panels
+    containers: list[Entry] = []
     for entry in entries:
         head = entry.head
         rtype = head.resourceType
@@ -101,23 +138,35 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
             for key in filter(None, (entry.ref, entry.full_url)):
                 record.medications[reference_key(key)] = entry.resource
             continue
+        if rtype == "DiagnosticReport":
+            containers.append(entry)
+            continue
         if rtype not in CLINICAL_TYPES:
             continue
-        if rtype == "Observation" and head.code_in(table.system, table.by_code) is None:
-            continue
-        subject = head.subject_reference()
-        if subject is None:
-            orphans += 1
-            continue
-        subject_key = subject_keys.get(subject)
-        if subject_key is None:
-            subject_key = subject_keys[subject] = reference_key(subject)
-        if subject_key not in keys:
+        if rtype == "Observation":
+            observations.append(entry)
+            if is_container(head, wanted):
+                containers.append(entry)
+            if wanted.code_of(head) is None:
+                continue
+        owner = whose(head.subject_reference(), entry.full_url)
+        if owner is None:
+            orphans.append(entry)
+        elif owner:
+            record.resources.setdefault(rtype, []).append(entry)
+        else:
             foreign += 1
-            continue
-        record.resources.setdefault(rtype, []).append(entry)
+    if containers:
+        found = expand(containers, observations, whose, wanted)
+        foreign += found.foreign
+        if found.replaced:
+            kept = record.of_type("Observation")
+            record.resources["Observation"] = [e for e in kept if id(e) not in found.replaced]
+            orphans = [e for e in orphans if id(e) not in found.replaced]
+        if found.entries:
+            record.resources.setdefault("Observation", []).extend(found.entries)
     if foreign:
         record.dropped.append(f"{foreign} resource(s) about another patient ignored")
     if orphans:
-        record.dropped.append(f"{orphans} resource(s) without a subject ignored")
+        record.dropped.append(f"{len(orphans)} resource(s) without a subject ignored")
     return record

@@ -7,14 +7,14 @@ from datetime import date
 import aiohttp
 
 from ..errors import FhirServerError
-from ..tables import Trial
 from .client import FHIR_ID, SessionClient
 from .gather import gather_record
 from .queries import searches
 from .record import PatientRecord
+from .wanted import Wanted
 
 
-async def fetch_record(base_url: str, patient_id: str, trial: Trial, as_of: date | None,
+async def fetch_record(base_url: str, patient_id: str, wanted: Wanted, as_of: date | None,
                        token: str | None = None, timeout: float = 30.0) -> PatientRecord:
     """The patient's record; raises FhirServerError when the Patient itself cannot be had."""
     if not FHIR_ID.fullmatch(patient_id):
@@ -22,7 +22,7 @@ async def fetch_record(base_url: str, patient_id: str, trial: Trial, as_of: date
     try:
         async with aiohttp.ClientSession() as session:
             client = SessionClient(base_url, session, token, timeout)
-            return await gather_record(patient_id, searches(patient_id, trial, as_of), None, client,
-                                       deadline_s=timeout * 4)
+            return await gather_record(patient_id, searches(patient_id, wanted, as_of), None, client,
+                                       deadline_s=timeout * 4, wanted=wanted)
     except (aiohttp.InvalidURL, ValueError) as exc:
         raise FhirServerError(f"invalid FHIR server URL ({exc})") from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from typing import Any
 
 import msgspec
@@ -46,8 +46,29 @@ class Period(msgspec.Struct, gc=False):
     end: str | None = None
 
 
+class Component(msgspec.Struct, gc=False):
+    code: Concept | None = None
+
+
+class Contained(msgspec.Struct, gc=False):
+    resourceType: Any = None  # noqa: N815
+
+
+def _code_in(concept: Concept | None, system: str, codes: Container[str]) -> str | None:
+    if concept is None or concept.coding is None:
+        return None
+    for coding in concept.coding:
+        if coding.system == system and coding.code in codes:
+            return coding.code
+    return None
+
+
 class Head(msgspec.Struct, gc=False):
-    """The elements read from every resource of a Bundle, named as in FHIR JSON."""
+    """The elements read from every resource of a Bundle, named as in FHIR JSON.
+
+    `hasMember` (Observation) and `result` (DiagnosticReport) say where else results sit (fhir/expand.py);
+    `issued` is kept for the mapping layer to decide what an issued-only result means.
+    """
 
     resourceType: str | None = None  # noqa: N815 -- FHIR's names, decoded by name
     id: str | None = None
@@ -58,7 +79,11 @@ class Head(msgspec.Struct, gc=False):
     effectiveDateTime: str | None = None  # noqa: N815
     effectiveInstant: str | None = None  # noqa: N815
     effectivePeriod: Period | None = None  # noqa: N815
+    effectiveTiming: Any = None  # noqa: N815 -- only whether it is there matters (fhir/expand.py)
+    issued: str | None = None
     dataAbsentReason: Any = None  # noqa: N815 -- only whether it is there matters
+    hasMember: list[Reference] | None = None  # noqa: N815
+    result: list[Reference] | None = None
 
     def subject_reference(self) -> str | None:
         """The patient it is about: `subject`, else `patient` (MedicationStatement has both in R4)."""
@@ -83,12 +108,43 @@ class Head(msgspec.Struct, gc=False):
 
     def code_in(self, system: str, codes: Container[str]) -> str | None:
         """The first of the resource's codes in `system` that is one of `codes`."""
-        if self.code is None or self.code.coding is None:
-            return None
-        for coding in self.code.coding:
-            if coding.system == system and coding.code in codes:
-                return coding.code
-        return None
+        return _code_in(self.code, system, codes)
+
+    def component_codings(self) -> Iterator[tuple[str | None, str | None]]:
+        """(system, code) of every coding of its components' codes, where this kind of head reads them."""
+        return iter(())
+
+    def may_contain_observations(self) -> bool:
+        """Whether it may hold contained Observations (a head that does not read `contained` says no)."""
+        return False
+
+    def may_hold_results(self) -> bool:
+        """Quick test before the others: has it members, components or contained resources at all?"""
+        return bool(self.hasMember)
+
+    def references(self) -> list[str]:
+        """Where its results or members are: `result` and `hasMember` references, in order."""
+        return [r.reference for refs in (self.result, self.hasMember) for r in refs or () if r.reference]
+
+
+class EntryHead(Head, gc=False):
+    """A Bundle entry's head: also its components' codes and its contained resources' types, so that a
+    panel or a container is known as one without parsing the resource."""
+
+    component: list[Component] | None = None
+    contained: list[Contained] | None = None
+
+    def component_codings(self) -> Iterator[tuple[str | None, str | None]]:
+        for part in self.component or ():
+            if part.code is not None and part.code.coding is not None:
+                for coding in part.code.coding:
+                    yield coding.system, coding.code
+
+    def may_contain_observations(self) -> bool:
+        return any(c.resourceType == "Observation" for c in self.contained or ())
+
+    def may_hold_results(self) -> bool:
+        return bool(self.hasMember or self.component or self.contained)
 
 
 def _text(value: Any) -> str | None:
@@ -99,24 +155,45 @@ def _reference(value: Any) -> Reference | None:
     return Reference(_text(value.get("reference"))) if isinstance(value, dict) else None
 
 
-def head_of(resource: Resource) -> Head:
-    """A parsed resource's Head, tolerant: a field of the wrong JSON type counts as absent."""
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
+def _concept(value: Any) -> Concept | None:
+    codings = value.get("coding") if isinstance(value, dict) else None
+    return Concept([Coding(_text(c.get("system")), _text(c.get("code"))) for c in codings if isinstance(c, dict)]) \
+        if isinstance(codings, list) else None
+
+
+def _period(value: Any) -> Period | None:
+    return Period(_text(value.get("start")), _text(value.get("end"))) if isinstance(value, dict) else None
+
+
+def _references(value: Any) -> list[Reference] | None:
+    return [Reference(_text(r.get("reference"))) for r in value if isinstance(r, dict)] \
+        if isinstance(value, list) else None
+
+
+def head_of(resource: Resource) -> EntryHead:
+    """A parsed resource's head, tolerant: a field of the wrong JSON type counts as absent."""
     period = resource.get("effectivePeriod")
-    return Head(
+    component = resource.get("component")
+    contained = resource.get("contained")
+    return EntryHead(
         resourceType=_text(resource.get("resourceType")),
         id=_text(resource.get("id")),
         status=_text(resource.get("status")),
-        code=Concept([Coding(_text(c.get("system")), _text(c.get("code"))) for c in codings if isinstance(c, dict)])
-        if isinstance(codings, list) else None,
+        code=_concept(resource.get("code")),
         subject=_reference(resource.get("subject")),
         patient=_reference(resource.get("patient")),
         effectiveDateTime=_text(resource.get("effectiveDateTime")),
         effectiveInstant=_text(resource.get("effectiveInstant")),
-        effectivePeriod=Period(_text(period.get("start")), _text(period.get("end"))) if isinstance(period, dict)
-        else None,
+        effectivePeriod=_period(period),
+        effectiveTiming=resource.get("effectiveTiming"),
+        issued=_text(resource.get("issued")),
         dataAbsentReason=resource.get("dataAbsentReason"),
+        hasMember=_references(resource.get("hasMember")),
+        result=_references(resource.get("result")),
+        component=[Component(_concept(c.get("code")) if isinstance(c, dict) else None) for c in component]
+        if isinstance(component, list) else None,
+        contained=[Contained(c.get("resourceType") if isinstance(c, dict) else None) for c in contained]
+        if isinstance(contained, list) else None,
     )
 
 
@@ -131,14 +208,31 @@ class ObservationHead(Head, gc=False):
     valueQuantity: msgspec.Raw = NULL  # noqa: N815
     valueCodeableConcept: msgspec.Raw = NULL  # noqa: N815
     valueInteger: msgspec.Raw = NULL  # noqa: N815
+    valueBoolean: msgspec.Raw = NULL  # noqa: N815 -- mCODE history of metastatic cancer (a modifier)
+    valueString: msgspec.Raw = NULL  # noqa: N815
     referenceRange: msgspec.Raw = NULL  # noqa: N815
     component: msgspec.Raw = NULL
     method: msgspec.Raw = NULL
+    contained: msgspec.Raw = NULL  # a panel's members may be contained (fhir/expand.py)
+
+    def component_codings(self) -> Iterator[tuple[str | None, str | None]]:
+        parts = _parse(self.component) if self.component is not NULL else None
+        for part in parts if isinstance(parts, list) else ():
+            concept = _concept(part.get("code")) if isinstance(part, dict) else None
+            for coding in concept.coding or () if concept is not None else ():
+                yield coding.system, coding.code
+
+    def may_contain_observations(self) -> bool:
+        return self.contained is not NULL
+
+    def may_hold_results(self) -> bool:
+        return bool(self.hasMember) or self.component is not NULL or self.contained is not NULL
 
     def as_resource(self) -> Resource:
         """The Observation as parsed JSON, made of what was kept."""
         out: Resource = {"resourceType": self.resourceType}
-        for name in ("id", "status", "effectiveDateTime", "effectiveInstant", "dataAbsentReason"):
+        for name in ("id", "status", "effectiveDateTime", "effectiveInstant", "effectiveTiming", "issued",
+                     "dataAbsentReason"):
             if (value := getattr(self, name)) is not None:
                 out[name] = value
         if self.code is not None:
@@ -150,6 +244,8 @@ class ObservationHead(Head, gc=False):
         if self.effectivePeriod is not None:
             out["effectivePeriod"] = {k: v for k, v in (("start", self.effectivePeriod.start),
                                                         ("end", self.effectivePeriod.end)) if v is not None}
+        if self.hasMember is not None:
+            out["hasMember"] = [{} if r.reference is None else {"reference": r.reference} for r in self.hasMember]
         for name in _OBSERVATION_RAW:
             if (raw := getattr(self, name)) is not NULL:
                 out[name] = _parse(raw)
@@ -159,21 +255,40 @@ class ObservationHead(Head, gc=False):
 _OBSERVATION_RAW = tuple(f for f in ObservationHead.__struct_fields__ if f not in Head.__struct_fields__)
 
 
+def head_fields(fields: Resource) -> dict[str, Any]:
+    """Subject, effective[x] and issued elements, as the head holds them (read the tolerant way)."""
+    out: dict[str, Any] = {}
+    if "subject" in fields:
+        out["subject"] = _reference(fields["subject"])
+    for name in ("effectiveDateTime", "effectiveInstant", "issued"):
+        if name in fields:
+            out[name] = _text(fields[name])
+    if "effectivePeriod" in fields:
+        out["effectivePeriod"] = _period(fields["effectivePeriod"])
+    if "effectiveTiming" in fields:
+        out["effectiveTiming"] = fields["effectiveTiming"]
+    return out
+
+
 class Entry:
     """A resource of a patient's record and the fullUrl it arrived under (for urn:uuid citations).
 
     Built with the resource's raw JSON (parsed on first use of `resource`), already parsed, or with an
-    ObservationHead that holds all of it that is read.
+    ObservationHead that holds all of it that is read. `cite`: how the report cites a result that is
+    not a resource of its own (a contained Observation, a panel's component) — the resource holding it.
     """
 
-    __slots__ = ("_raw", "_resource", "full_url", "head")
+    __slots__ = ("_overlay", "_raw", "_resource", "cite", "full_url", "head")
 
     def __init__(self, head: Head, full_url: str | None, raw: msgspec.Raw | None = None,
-                 resource: Resource | None = None) -> None:
+                 resource: Resource | None = None, cite: str | None = None,
+                 overlay: Resource | None = None) -> None:
         self.head = head
         self.full_url = full_url
         self._raw = raw
         self._resource = resource
+        self.cite = cite
+        self._overlay = overlay  # elements set over the resource's own when it is parsed (`inheriting`)
 
     @property
     def resource(self) -> Resource:
@@ -185,16 +300,42 @@ class Entry:
             else:
                 assert isinstance(self.head, ObservationHead)
                 self._resource = self.head.as_resource()
+        if self._overlay is not None:
+            self._resource = {**self._resource, **self._overlay}
+            self._overlay = None
         return self._resource
+
+    def inheriting(self, fields: Resource, as_head: dict[str, Any] | None = None) -> Entry:
+        """This resource with `fields` (subject, effective[x], issued) given by the report or panel that
+        holds it: the head at once, the resource when first read — most results are never read whole.
+        `as_head`: `head_fields(fields)`, when the caller has it already."""
+        changes = head_fields(fields) if as_head is None else as_head
+        return Entry(msgspec.structs.replace(self.head, **changes), self.full_url, self._raw, self._resource,
+                     self.cite, {**self._overlay, **fields} if self._overlay else fields)
 
     @property
     def ref(self) -> str | None:
         """How the report cites this resource: `Type/id`, else its urn:uuid fullUrl."""
+        if self.cite is not None:
+            return self.cite
         if self.head.id:
             return f"{self.head.resourceType}/{self.head.id}"
         if self.full_url and self.full_url.startswith("urn:uuid:"):
             return self.full_url
         return None
+
+
+def reference_key(reference: str) -> str:
+    """Normalise `Patient/1`, `http://x/fhir/Patient/1`, `Patient/1/_history/2` to `Patient/1`.
+
+    urn:uuid references are returned unchanged.
+    """
+    if reference.startswith("urn:"):
+        return reference
+    parts = reference.rstrip("/").split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
 
 
 # --------------------------------------------------------------------------- documents
@@ -230,7 +371,7 @@ class LazyObservations(msgspec.Struct, gc=False):
 
 
 LAZY = (Lazy, LazyObservations)
-_HEAD = msgspec.json.Decoder(Head)
+_HEAD = msgspec.json.Decoder(EntryHead)
 _LAZY = msgspec.json.Decoder(Lazy)
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 
@@ -317,7 +458,7 @@ def _parse(raw: msgspec.Raw) -> Any:
         return json.loads(bytes(raw))
 
 
-def head_and_resource(raw: msgspec.Raw) -> tuple[Head | None, Resource | None]:
+def head_and_resource(raw: msgspec.Raw) -> tuple[EntryHead | None, Resource | None]:
     """A resource's Head; and the parsed resource too when the head had to be read the tolerant way.
 
     (None, None) when the entry's resource is not a JSON object.

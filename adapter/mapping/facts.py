@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -9,7 +10,8 @@ from ..fhir.queries import CONDITIONS_KEY, MEDICATION_SEARCHES
 from ..fhir.record import PatientRecord
 from ..tables import observations
 from .conditions import ConditionFact, condition_facts
-from .dates import age_range
+from .dates import age_range, date_range
+from .history import HistoryAssertion, metastatic_history
 from .medications import Exposure, ici_exposures
 from .observations import ObservationIndex
 
@@ -26,6 +28,8 @@ class Facts:
     exposures: list[Exposure]
     unavailable: dict[str, str] = field(default_factory=dict)  # search key → why its data is missing
     record_notes: list[str] = field(default_factory=list)
+    deceased: str | None = None  # "deceased (2026-10-02)" when dead on the evaluation date, else None
+    metastatic_history: list[HistoryAssertion] = field(default_factory=list)  # mCODE, newest first
 
     def having(self, set_id: str) -> list[ConditionFact]:
         return [c for c in self.conditions if c.set_id == set_id]
@@ -46,19 +50,39 @@ class Facts:
         return self._missing([key for key, _ in MEDICATION_SEARCHES])
 
 
+def deceased_on(patient: Mapping[str, object], as_of: date) -> str | None:
+    """Why the patient is taken as dead on `as_of` ("deceased (2026-10-02)"), else None.
+
+    `deceasedBoolean: true`, or a `deceasedDateTime` whose earliest possible day is on or before `as_of`
+    (a partial date that may fall on or before it counts: a recorded death is not a referral). A later
+    date means alive on `as_of` (a retrospective evaluation); `false` or a value of the wrong JSON type
+    is read as alive.
+    """
+    if patient.get("deceasedBoolean") is True:
+        return "deceased"
+    when = patient.get("deceasedDateTime")
+    days = date_range(when)
+    if days is not None and days[0] <= as_of:
+        return f"deceased ({str(when)[:10]})"
+    return None
+
+
 def build_facts(record: PatientRecord, as_of: date, lookback_days: int) -> Facts:
     birth = record.patient.get("birthDate")
     gender = record.patient.get("gender")
     meds = [e for _, t in MEDICATION_SEARCHES for e in record.of_type(t)]
+    index = ObservationIndex.build(record.of_type("Observation"), as_of, lookback_days)
     return Facts(
         as_of=as_of,
         patient_ref=record.patient_ref,
         birth_date=birth if isinstance(birth, str) else None,
         age=age_range(birth, as_of),
         gender=gender if isinstance(gender, str) else None,
-        observations=ObservationIndex.build(record.of_type("Observation"), as_of, lookback_days),
-        conditions=condition_facts(record.of_type("Condition"), as_of),
+        observations=index,
+        conditions=condition_facts(record.of_type("Condition"), as_of, birth if isinstance(birth, str) else None),
         exposures=ici_exposures(meds, record.medications, as_of),
         unavailable=dict(record.unavailable),
         record_notes=list(record.dropped),
+        deceased=deceased_on(record.patient, as_of),
+        metastatic_history=metastatic_history(index),
     )

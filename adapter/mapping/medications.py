@@ -1,8 +1,12 @@
 """Medication history → immune checkpoint inhibitor (ICI) exposures with their dates.
 
 MedicationStatement, MedicationRequest and MedicationAdministration all count, unless their status
-says the drug was not given. RxNorm ingredient codes match first; clinical-drug codings differ from
-ingredient codes, so ingredient or brand names in the coding display or text match too, and say so.
+says the drug was not given, and a MedicationRequest only when its intent is an order (a proposal or a
+plan is not exposure; mappings/medications.yaml `exposure_intent`). The drug is named by
+medicationCodeableConcept or medicationReference (a Medication of the Bundle, contained, or read from
+the FHIR server by fhir/gather.py). RxNorm ingredient codes match first; clinical-drug codings differ
+from ingredient codes, so ingredient or brand names in the coding display or text match too, and say so.
+A status or intent that is not a string is read as absent.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ from typing import Any
 
 from .. import tables
 from ..fhir.elements import codings
-from ..fhir.record import reference_key
-from ..fhir.wire import Entry
+from ..fhir.wire import Entry, reference_key
 from .dates import date_range
 
 _DATE_KEYS = {
@@ -43,7 +46,8 @@ def _concept(resource: dict[str, Any], medications: dict[str, dict[str, Any]]) -
     if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
         target = ref["reference"]
         if target.startswith("#"):  # contained Medication
-            for contained in resource.get("contained") or ():
+            found = resource.get("contained")
+            for contained in found if isinstance(found, list) else ():
                 if isinstance(contained, dict) and contained.get("id") == target[1:]:
                     return contained.get("code")
         med = medications.get(reference_key(target))
@@ -93,12 +97,29 @@ def _start(resource: dict[str, Any]) -> tuple[date | None, str | None]:
     return None, None
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def is_exposure(resource: dict[str, Any]) -> bool:
+    """Whether the record says the drug was (or was ordered to be) given: its status does not deny it,
+    and a request's intent is an order."""
+    table = tables.medications()
+    kind = str(resource.get("resourceType"))
+    if _text(resource.get("status")) in table.excluded_status.get(kind, frozenset()):
+        return False
+    if kind not in table.exposure_intent:
+        return True
+    orders, absent_counts = table.exposure_intent[kind]
+    intent = _text(resource.get("intent"))
+    return absent_counts if intent is None else intent in orders
+
+
 def ici_exposures(entries: list[Entry], medications: dict[str, dict[str, Any]], as_of: date) -> list[Exposure]:
-    excluded = tables.medications().excluded_status
     out = []
     for entry in entries:
         r = entry.resource
-        if r.get("status") in excluded.get(str(r.get("resourceType")), frozenset()):
+        if not is_exposure(r):
             continue
         found = _identify(_concept(r, medications))
         if found is None:

@@ -82,7 +82,7 @@ class ObservationIndex:
         floor_text = floor.isoformat()
         by_input: dict[str, list[Indexed]] = {}
         for entry in entries:
-            code = entry.head.code_in(table.system, table.by_code)
+            code = table.code_of(entry.head)
             if code is None:
                 continue
             obs_code = table.by_code[code]

@@ -98,8 +98,7 @@ def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
                 "resourceType": "ServiceRequest",
                 "status": "draft",
                 "intent": "proposal",
-                "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007",
-                                          "display": "Laboratory procedure"}]}],
+                "category": [{"coding": [dict(report.trial.card["lab_order_category"])]}],
                 "subject": {"reference": report.patient},
                 "code": {"coding": [{"system": observations().system, "code": p.code, "display": p.display}],
                          "text": p.display},
@@ -109,8 +108,9 @@ def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
 
 
 def card(report: EligibilityReport) -> dict[str, Any] | None:
-    """The card for this report; None when the trial does not apply (no sarcoma)."""
-    if report.overall == "not-applicable":
+    """The card for this report; None when the trial does not apply (no sarcoma) or the patient is
+    deceased (DESIGN.md: a deceased patient gets no referral, and no card suggesting one)."""
+    if report.overall == "not-applicable" or report.deceased:
         return None
     spec = report.trial.card
     # a not-eligible patient is not referred (the card shows why); missing labs are worth ordering
