@@ -182,6 +182,10 @@ def serve(
         settings = Settings()
     except ValidationError as exc:
         raise fail(f"configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    try:
+        load_trial(settings.trial)  # a bad AXIOM_TRIAL stops the service here, in one line
+    except InputError as exc:
+        raise fail(str(exc)) from None
     configure_logging(settings.log_level, settings.log_json)
     if settings.auth_required and not settings.trusted_issuers and not settings.trust_presets:
         raise fail("authentication is required but no trusted issuer is configured (see docs/security.md), "

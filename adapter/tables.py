@@ -70,6 +70,9 @@ class InputSpec:
     unit_aliases: tuple[str, ...] | None = None
     plausible: tuple[float, float] | None = None
     display_unit: str | None = None
+    # the component (its code) whose value is the input's value when present (tumor size: its longest
+    # dimension, mCODE TumorSize), else valueQuantity
+    value_component: str | None = None
 
     @property
     def history(self) -> bool:
@@ -89,7 +92,6 @@ class ObservationTable:
     system: str
     by_code: dict[str, ObservationCode]
     inputs: dict[str, InputSpec]
-    tumor_longest_component: str
     panels: tuple[Panel, ...]
     codes_by_system: dict[str, frozenset[str]] = field(default_factory=dict)
 
@@ -145,14 +147,15 @@ def observations() -> ObservationTable:
             informative=bool(spec.get("informative", False)),
             search=str(spec.get("search", "labs")),
             system=str(spec.get("system", data["system"])),
+            value_component=str(spec["components"][spec["value_component"]]["code"])
+            if spec.get("value_component") else None,
             **_unit_facts(input_id, spec),
         )
     panels = tuple(Panel(str(p["code"]), p["display"], tuple(p["covers"])) for p in data["panels"])
-    longest = str(data["inputs"]["tumor-size"]["components"]["longest"]["code"])
     systems: dict[str, set[str]] = {data["system"]: set()}  # the main system (LOINC) is tried first
     for spec in inputs.values():
         systems.setdefault(spec.system, set()).update(spec.codes)
-    return ObservationTable(data["system"], by_code, inputs, longest, panels,
+    return ObservationTable(data["system"], by_code, inputs, panels,
                             {k: frozenset(v) for k, v in systems.items()})
 
 

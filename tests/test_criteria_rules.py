@@ -288,3 +288,14 @@ def test_a_quantitative_hcg_in_a_unit_that_cannot_be_converted_is_unknown_never_
     result = evaluate(asps(), lab("19080-1", 1500, "mg/dL")).criterion("pregnancy-breastfeeding")
     assert result.status == "unknown"
     assert "quantitative hCG" in (result.note or "") and result.evidence
+
+
+def test_a_newer_pregnancy_test_that_cannot_be_read_makes_pregnancy_unknown_never_met() -> None:
+    """A quantitative hCG sent as text ("positive", "see note") is no number; it may still be positive."""
+    from tests.helpers import asps, evaluate, lab
+
+    unreadable = lab("19080-1", None)
+    unreadable["valueString"] = "positive - see note"
+    result = evaluate(asps(), unreadable).criterion("pregnancy-breastfeeding")
+    assert result.status == "unknown", "an unreadable recent hCG might be positive"
+    assert result.note and "was not used" in result.note

@@ -182,6 +182,22 @@ def test_a_panel_of_odd_json_types_is_never_a_crash(odd: dict[str, Any]) -> None
     assert rep.criterion("platelets").status == "unknown"
 
 
+@pytest.mark.parametrize(("full_url", "subject", "hers"), [
+    (f"{BASE}/Observation/plt", SUBJECT, True),  # relative, resolved against her own server
+    ("https://other.example/fhir/Observation/plt", SUBJECT, False),  # that server's patient p1
+    (f"{BASE}/Observation/plt", f"{BASE}/Patient/{PID}", True),
+    (f"{BASE}/Observation/plt", f"https://other.example/fhir/Patient/{PID}", False),
+    (None, SUBJECT, True),  # no fullUrl to resolve against: the Bundle's own Patient/p1
+])
+def test_a_relative_subject_is_resolved_against_the_fullurl_of_its_resource(full_url: str | None, subject: str,
+                                                                         hers: bool) -> None:
+    """FHIR R4 Bundle, "Resolving references in Bundles": the Patient arrived as {BASE}/Patient/p1."""
+    plt = fhir.observation("plt", subject, "777-3", days_ago(3), value=85, unit="K/uL")
+    full_urls = {PID: f"{BASE}/Patient/{PID}", **({"plt": full_url} if full_url else {})}
+    rep = evaluate(plt, full_urls=full_urls)
+    assert rep.criterion("platelets").status == ("not-met" if hers else "unknown")
+
+
 # --------------------------------------------------------------------------- contained
 
 

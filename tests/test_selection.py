@@ -74,3 +74,15 @@ def test_a_date_only_result_that_may_be_the_same_moment_as_another_must_agree() 
     assert evaluate(asps(), dated, timed).criterion("platelets").status == "unknown"
     older_day = at(lab("777-3", 85, "K/uL"), "2026-11-13")
     assert evaluate(asps(), older_day, timed).criterion("platelets").status == "met"
+
+
+
+def test_a_result_with_only_an_issued_time_is_not_placed_in_the_window() -> None:
+    # `issued` is when the lab released it, not when the blood was drawn: the 28-day window counts from
+    # the draw, and a FHIR server's `date` search (effective[x]) never returns it either
+    undated = lab("777-3", 85, "K/uL")
+    del undated["effectiveDateTime"]
+    undated["issued"] = "2026-11-14T10:00:00Z"
+    assert evaluate(asps(), undated).criterion("platelets").status == "unknown"
+    dated = lab("777-3", 250, "K/uL", ago=20)
+    assert evaluate(asps(), undated, dated).criterion("platelets").status == "met", "the dated count decides"

@@ -135,3 +135,36 @@ def test_cli_trial_option_takes_a_file_or_an_id_and_refuses_a_bad_one(tmp_path: 
     broken = _broken(tmp_path, lambda d: d["criteria"][7].update(min="a lot"))
     result = runner.invoke(app, ["evaluate", bundle, "--trial", broken])
     assert result.exit_code == 2 and "criteria[7] (platelets).min" in result.stderr
+
+
+def test_the_service_uses_axiom_trial_and_names_its_version(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from adapter.cds.app import create_app
+    from adapter.cds.settings import Settings
+
+    settings = Settings(trial=AMENDED, auth_required=False, database_url=f"sqlite:///{tmp_path}/t.db")
+    bundle = json.loads((FIXTURES / "asps-likely-eligible.json").read_text())
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+            "context": {"patientId": patient["id"], "userId": "Practitioner/1"},
+            "prefetch": {"patient": patient, "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [
+                e for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition"]}}}
+    with TestClient(create_app(settings)) as client:
+        (service,) = client.get("/cds-services").json()["services"]
+        assert "test-amendment-icinaive" in service["description"]
+        (card,) = client.post("/cds-services/axiom-eligibility", json=body).json()["cards"]
+    assert "test-amendment-icinaive" in card["detail"]
+    assert "| no-prior-ici |" in card["detail"] and "| prior-ici-progression |" not in card["detail"]
+
+
+def test_the_service_refuses_to_start_with_a_bad_trial_definition(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from adapter.cds.app import create_app
+    from adapter.cds.settings import Settings
+
+    broken = _broken(tmp_path, lambda d: d["criteria"][7].update(min="a lot"))
+    settings = Settings(trial=broken, auth_required=False, database_url=f"sqlite:///{tmp_path}/t.db")
+    with pytest.raises(TrialFileError, match=r"criteria\[7\] \(platelets\)\.min"), TestClient(create_app(settings)):
+        pass

@@ -58,7 +58,8 @@ def _ecog(m: Measurement, ecog_max: float) -> _Assessment:
     coded = next(((code, table[(system, code)]) for system, code in sorted(m.concepts)
                   if (system, code) in table), None)
     if coded is None:
-        return _Assessment(m.when, None, f"ECOG {m.dated}", [m.ref or ""])
+        why = f": {m.unit_error}" if m.unit_error else ""
+        return _Assessment(m.when, None, f"ECOG {m.dated}{why}", [m.ref or ""])
     code, score = coded
     text = "" if m.original in ("coded value", code) else f" {m.original}"
     return _Assessment(m.when, score <= ecog_max, f"ECOG {score} ({code}{text}, {m.when_text})", [m.ref or ""])
@@ -66,7 +67,8 @@ def _ecog(m: Measurement, ecog_max: float) -> _Assessment:
 
 def _karnofsky(m: Measurement, kps_min: float) -> _Assessment:
     passes = m.value.ge(kps_min) if m.value is not None and not m.unit_error else None
-    return _Assessment(m.when, passes, f"Karnofsky {m.dated}", [m.ref or ""])
+    why = f": {m.unit_error}" if m.unit_error else ""
+    return _Assessment(m.when, passes, f"Karnofsky {m.dated}{why}", [m.ref or ""])
 
 
 def _newest(sel: Selection, scale: str, read: Callable[[Measurement], _Assessment]) -> _Assessment | None:
@@ -191,6 +193,7 @@ def _pregnancy_evidence(facts: Facts, p: NotPregnant, window: int
         if sel.conflict:
             notes.append(sel.absence(label(input_id), window))
             undecided += sel.conflict
+        notes += sel.unreadable  # a newer test that cannot be read might be positive: never passed over
         if m is None:
             continue
         if m.concepts & pos:
@@ -202,6 +205,7 @@ def _pregnancy_evidence(facts: Facts, p: NotPregnant, window: int
     if sel.conflict:
         notes.append(sel.absence(label("hcg-quantitative"), window))
         undecided += sel.conflict
+    notes += sel.unreadable
     if hcg is None:
         return positive, negative, undecided, notes
     if hcg.value is None or hcg.unit_error:  # an unreadable hCG might be positive: never dropped

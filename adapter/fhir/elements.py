@@ -13,11 +13,16 @@ Coding = tuple[str, str]  # (system, code)
 
 
 
+def coding_list(concept: Any) -> list[Any]:
+    """A CodeableConcept's `coding` array; [] when the concept or the array has the wrong JSON type."""
+    found = concept.get("coding") if isinstance(concept, dict) else None
+    return found if isinstance(found, list) else []
+
+
 def codings(concept: Any) -> frozenset[Coding]:
-    if not isinstance(concept, dict):
-        return frozenset()
+    """(system, code) of every coding that has both as strings."""
     out = set()
-    for c in concept.get("coding") or ():
+    for c in coding_list(concept):
         if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
             out.add((c["system"], c["code"]))
     return frozenset(out)
@@ -28,7 +33,7 @@ def concept_text(concept: Any) -> str:
         return ""
     if isinstance(concept.get("text"), str):
         return str(concept["text"])
-    for c in concept.get("coding") or ():
+    for c in coding_list(concept):
         if isinstance(c, dict) and (c.get("display") or c.get("code")):
             return str(c.get("display") or c.get("code"))
     return ""

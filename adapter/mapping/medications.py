@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from .. import tables
-from ..fhir.elements import codings
+from ..fhir.elements import coding_list, codings
 from ..fhir.wire import Entry, reference_key
 from .dates import date_range
 
@@ -63,7 +63,7 @@ def _words(concept: Any) -> str:
     if isinstance(concept, dict):
         if isinstance(concept.get("text"), str):
             parts.append(concept["text"])
-        for c in concept.get("coding") or ():
+        for c in coding_list(concept):
             if isinstance(c, dict) and isinstance(c.get("display"), str):
                 parts.append(c["display"])
     return " ".join(parts).lower()

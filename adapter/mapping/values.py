@@ -68,13 +68,14 @@ class Measurement:
 
 
 
-def _value_quantity(resource: dict[str, Any], input_id: str, longest_code: str) -> dict[str, Any] | None:
-    """The Quantity to read: tumor size comes from its longest-dimension component when present."""
-    if input_id == "tumor-size":
-        for comp in resource.get("component") or ():
-            if isinstance(comp, dict) and any(c == longest_code for _, c in codings(comp.get("code"))):
-                q = comp.get("valueQuantity")
-                return q if isinstance(q, dict) else None
+def _value_quantity(resource: dict[str, Any], component_code: str | None) -> dict[str, Any] | None:
+    """The Quantity to read: the input's value component when it has one and it is present (a tumor
+    size's longest dimension), else valueQuantity."""
+    components = resource.get("component") if component_code else None
+    for comp in components if isinstance(components, list) else ():
+        if isinstance(comp, dict) and any(c == component_code for _, c in codings(comp.get("code"))):
+            q = comp.get("valueQuantity")
+            return q if isinstance(q, dict) else None
     q = resource.get("valueQuantity")
     return q if isinstance(q, dict) else None
 
@@ -134,7 +135,7 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
     if integer is not None:
         return _checked(Measurement(**base, original=f"{integer:g}", value=Interval.point(integer), unit=spec.unit),
                         spec)
-    q = _value_quantity(r, spec.id, table.tumor_longest_component)
+    q = _value_quantity(r, spec.value_component)
     if q is None and spec.unit is not None:  # coded inputs never read words
         parsed = quantity_from_text(r.get("valueString"))
         if isinstance(parsed, str):
