@@ -8,7 +8,7 @@ mappings directory (a site's amended trial definition, say).
 from __future__ import annotations
 
 import os
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -39,7 +39,7 @@ Coding = tuple[str, str]  # (system, code)
 class _Coded(Protocol):
     """Anything that can say which of its codes in a system are among some codes (fhir.wire.Head)."""
 
-    def code_in(self, system: str, codes: Container[str]) -> str | None: ...
+    def code_among(self, codes: Mapping[str, Container[str]]) -> str | None: ...
 
 
 # --------------------------------------------------------------------------- observations
@@ -97,11 +97,7 @@ class ObservationTable:
 
     def code_of(self, head: _Coded) -> str | None:
         """The first of an Observation's codes that maps to an input, matched on system + code."""
-        for system, codes in self.codes_by_system.items():
-            code = head.code_in(system, codes)
-            if code is not None:
-                return code
-        return None
+        return head.code_among(self.codes_by_system)
 
 
 def _unit_facts(input_id: str, spec: dict[str, Any]) -> dict[str, Any]:

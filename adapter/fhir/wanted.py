@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .wire import Head
 
 Coding = tuple[str, str]  # (system, code)
-
-
-class _Coded(Protocol):
-    def code_in(self, system: str, codes: frozenset[str]) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -34,13 +33,9 @@ class Wanted:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_pairs", frozenset((s, c) for s, cs in self.codes.items() for c in cs))
 
-    def code_of(self, head: _Coded) -> str | None:
+    def code_of(self, head: Head) -> str | None:
         """The first of a resource's codes that is wanted (systems tried in `codes` order)."""
-        for system, codes in self.codes.items():
-            code = head.code_in(system, codes)
-            if code is not None:
-                return code
-        return None
+        return head.code_among(self.codes)
 
     def any_of(self, codings: Iterable[tuple[object, object]]) -> bool:
         """Whether any of these (system, code) pairs is wanted."""

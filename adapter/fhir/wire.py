@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -109,6 +109,14 @@ class Head(msgspec.Struct, gc=False):
     def code_in(self, system: str, codes: Container[str]) -> str | None:
         """The first of the resource's codes in `system` that is one of `codes`."""
         return _code_in(self.code, system, codes)
+
+    def code_among(self, codes: Mapping[str, Container[str]]) -> str | None:
+        """The first of the resource's codes in any of these systems (tried in order) and their codes."""
+        for system, wanted in codes.items():
+            code = self.code_in(system, wanted)
+            if code is not None:
+                return code
+        return None
 
     def component_codings(self) -> Iterator[tuple[str | None, str | None]]:
         """(system, code) of every coding of its components' codes, where this kind of head reads them."""
