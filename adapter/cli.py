@@ -19,6 +19,8 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from .cds.issuers import auth_config, testing_only_warning
+from .cds.protocol import uvicorn_limits
 from .cds.settings import Settings
 from .criteria.model import EligibilityReport
 from .demo import run_demo
@@ -26,6 +28,7 @@ from .engine import evaluate_bundle, evaluate_record, fhir_wanted
 from .errors import FhirServerError, InputError
 from .fhir.bundle import read_bytes
 from .fhir.server import fetch_record
+from .fhir.urls import base_url_problem
 from .logs import configure as configure_logging
 from .report.card import cards_response
 from .report.text import render
@@ -89,6 +92,8 @@ def evaluate(
                 raise fail("give either a BUNDLE file or --fhir-server, not both")
             if not patient:
                 raise fail("--fhir-server needs --patient ID")
+            if (problem := base_url_problem(fhir_server)) is not None:  # said without repeating the URL
+                raise fail(f"--fhir-server {problem}")
             record = asyncio.run(fetch_record(fhir_server, patient, fhir_wanted(load_trial(trial)), when, token,
                                              timeout))
             report = evaluate_record(record, when, trial)
@@ -187,14 +192,20 @@ def serve(
     except InputError as exc:
         raise fail(str(exc)) from None
     configure_logging(settings.log_level, settings.log_json)
-    if settings.auth_required and not settings.trusted_issuers and not settings.trust_presets:
-        raise fail("authentication is required but no trusted issuer is configured (see docs/security.md), "
-                   "or run a local sandbox with --no-auth")
-    if not settings.auth_required:
+    try:
+        auth = auth_config(settings)  # the same checks as every worker's create_app, here in one line
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if auth is None:
         typer.secho("WARNING: authentication is OFF (--no-auth). Local sandbox only — never with real patient "
                     "data.", err=True, fg="red", bold=True)
+    for issuer in auth.issuers if auth else ():
+        if issuer.testing_only:
+            typer.secho(f"WARNING: {testing_only_warning(issuer)}", err=True, fg="red", bold=True)
+    # access_log off: uvicorn's line carries the query string; the service logs its own (adapter/logs.py)
     uvicorn.run("adapter.cds.app:served_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False, log_config=None)
+                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False, log_config=None,
+                **uvicorn_limits(settings))
 
 
 @app.command()

@@ -31,8 +31,10 @@ import orjson
 import uvicorn
 
 from .cds.app import SERVICE_ID, create_app
+from .cds.protocol import uvicorn_limits
 from .cds.settings import Settings
 from .fhir_sandbox import FhirSandboxError, post_transaction, running_server, to_transaction
+from .logs import bound_values
 from .report.card import OVERALL_TEXT
 from .synth.generator import Case, scenario_cases
 
@@ -43,6 +45,10 @@ SERVICE_STOP_TIMEOUT_S = 10.0
 HOOK_TIMEOUT_S = 30.0
 PUBLIC_SANDBOX = "https://sandbox.cds-hooks.org/"
 USER_ID = "Practitioner/sandbox-clinician"
+# Browser pages the sandbox lets call it (CORS): the public CDS Hooks sandbox, and any page served on this
+# machine (a CDS Hooks sandbox built locally, on any port). `serve` allows none unless configured.
+SANDBOX_CORS_ORIGINS = ["https://sandbox.cds-hooks.org"]
+SANDBOX_CORS_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1)(:\d+)?"
 
 Echo = Callable[[str], None]
 
@@ -114,6 +120,14 @@ def load_demo_patients(base_url: str, as_of: date | None = None, wait_s: float =
     return cases
 
 
+def sandbox_settings(**values: Any) -> Settings:
+    """The service's settings in the sandbox: `values`, the environment, and the sandbox's CORS origins
+    unless AXIOM_CORS_ORIGINS / AXIOM_CORS_ORIGIN_REGEX (or the AXIOM_CONFIG file) set others."""
+    settings = Settings(**values)
+    defaults = {"cors_origins": list(SANDBOX_CORS_ORIGINS), "cors_origin_regex": SANDBOX_CORS_ORIGIN_REGEX}
+    return settings.model_copy(update={k: v for k, v in defaults.items() if k not in settings.model_fields_set})
+
+
 def bind(port: int) -> socket.socket:
     """A socket bound to 127.0.0.1:port for the service (port 0: any free port); a clear error if taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -136,7 +150,8 @@ def serving(settings: Settings, sock: socket.socket) -> Iterator[uvicorn.Server]
     A thread, not the main thread: uvicorn then installs no signal handlers, so the sandbox decides
     the shutdown order (service first, then the FHIR server) on Ctrl-C or SIGTERM.
     """
-    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on",
+                            **uvicorn_limits(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="axiom-cds service",
                               daemon=True)
@@ -273,8 +288,8 @@ def _run(opts: SandboxOptions, echo: Echo) -> int:
                                               option=orjson.OPT_INDENT_2))
                 bodies[example.scenario] = path
             # --no-auth: the sandbox's example calls carry no JWT; it listens on 127.0.0.1 only
-            settings = Settings(host="127.0.0.1", port=port, as_of=opts.as_of, auth_required=False,
-                                database_url=f"sqlite:///{db_path.resolve()}")
+            settings = sandbox_settings(host="127.0.0.1", port=port, as_of=opts.as_of, auth_required=False,
+                                        database_url=f"sqlite:///{db_path.resolve()}")
             with serving(settings, sock):
                 _describe(echo, opts, discovery_url, fhir.base_url, fhir.workdir, db_path, cases)
                 if opts.check:
@@ -315,6 +330,8 @@ class HookLine(logging.Formatter):
 def _log_hooks() -> None:
     """Show the service's one line per hook (ids, verdict, timings; never clinical values) on stderr."""
     handler = logging.StreamHandler()
+    handler.addFilter(bound_values())
+    handler.addFilter(lambda record: record.name != "axiom_cds.access")  # one line per hook, not per request
     handler.setFormatter(HookLine())
     logger = logging.getLogger("axiom_cds")
     logger.addHandler(handler)
@@ -347,7 +364,7 @@ def _print_examples(echo: Echo, service_url: str, bodies: dict[str, Path], disco
     public = PUBLIC_SANDBOX + "?" + urlencode({"fhirServiceUrl": fhir_base, "patientId": first,
                                                "serviceDiscoveryURL": discovery_url})
     echo("\nFrom a browser (CORS allows https://sandbox.cds-hooks.org and any localhost / 127.0.0.1 port; "
-         "AXIOM_CORS_ORIGINS='[\"https://…\"]' replaces the first):")
+         "AXIOM_CORS_ORIGINS='[\"https://…\"]' replaces the first, AXIOM_CORS_ORIGIN_REGEX the second):")
     echo(f"  public CDS Hooks sandbox:  {public}")
     echo(f"  or any client: discovery URL {discovery_url}, FHIR server {fhir_base}, a patient id above")
     echo("  (the browser calls 127.0.0.1 itself; it may ask to allow access to local network devices)")

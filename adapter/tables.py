@@ -11,6 +11,7 @@ import os
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,8 +21,19 @@ LOINC = "http://loinc.org"
 
 
 def mappings_dir() -> Path:
+    """AXIOM_MAPPINGS; else the copy of mappings/ an installed wheel carries in the package; else the checkout's.
+
+    The repository keeps mappings/ at the top level as the one source of truth; the wheel build puts it at
+    adapter/mappings/ (pyproject.toml, hatch `sources`), and an editable install reads the checkout's. The
+    tables are read as files: pip installs wheels unpacked, so the package's resources are a directory.
+    """
     env = os.environ.get("AXIOM_MAPPINGS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "mappings"
+    if env:
+        return Path(env)
+    packaged = resources.files("adapter") / "mappings"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "mappings"
 
 
 def _load(name: str) -> dict[str, Any]:

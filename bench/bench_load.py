@@ -182,7 +182,8 @@ def running_service(env: dict[str, str], workdir: Path) -> Iterator[Service]:
         log = workdir / f"service-{attempt}.log"
         with log.open("wb") as fh:
             process = subprocess.Popen([str(AXIOM_CDS), "serve", "--workers", str(WORKERS), "--port", str(port)],
-                                       env=env, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
+                                       env={**env, "AXIOM_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"},  # JWT aud
+                                       cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         if wait_healthy(url, process, SERVICE_START_TIMEOUT_S):

@@ -31,7 +31,9 @@ import uvicorn
 from yarl import URL
 
 from adapter.cds.app import create_app
+from adapter.cds.protocol import uvicorn_limits
 from adapter.cds.settings import Settings
+from adapter.sandbox import SANDBOX_CORS_ORIGIN_REGEX, SANDBOX_CORS_ORIGINS
 from adapter.store import Store
 
 AS_OF = date(2026, 11, 21)  # the fixtures' evaluation date (tests/fixtures/README.md)
@@ -54,6 +56,10 @@ def service_settings(workdir: Path, **overrides: Any) -> Settings:
         "gc_tuning": False,  # gc.freeze() in a test process would leak into every later test
         "log_level": "WARNING",
         "auth_required": False,  # the JWT tests (tests/test_service_auth.py) turn it on
+        # browser access as in `axiom-cds sandbox` (the CORS tests call it as the sandbox does); `serve`
+        # allows no origin by default (tests/test_security_server.py)
+        "cors_origins": SANDBOX_CORS_ORIGINS,
+        "cors_origin_regex": SANDBOX_CORS_ORIGIN_REGEX,
     }
     values.update(overrides)
     return Settings(**values)
@@ -106,8 +112,9 @@ def running_service(settings: Settings) -> Iterator[ServiceServer]:
     host, port = sock.getsockname()[:2]
     # log_config=None: do not reconfigure the test process's logging
     app = create_app(settings)
+    # the head limits of `serve` (adapter/cds/protocol.py): every end-to-end test runs behind them
     config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
-                            log_level="warning")
+                            log_level="warning", **uvicorn_limits(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"cds-service-{port}",
                               daemon=True)

@@ -89,10 +89,12 @@ def test_urn_uuid_references_are_resolved_and_cited(tmp_path: Path) -> None:
 
 
 def test_absolute_url_subject_references_are_the_same_patient(tmp_path: Path) -> None:
+    """On the Patient's own base (her fullUrl): an absolute URL elsewhere is another server's patient."""
     obs = lab("777-3", 85, "K/uL")
     obs["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p1"}
-    code, out, _ = run("evaluate", str(write(tmp_path, fhir.bundle([fhir.patient("p1"), asps(), obs]))),
-                       "--as-of", "2026-11-21")
+    bundle = fhir.bundle([fhir.patient("p1"), asps(), obs])
+    bundle["entry"][0]["fullUrl"] = "https://ehr.example.org/fhir/Patient/p1"
+    code, out, _ = run("evaluate", str(write(tmp_path, bundle)), "--as-of", "2026-11-21")
     assert code == 0
     assert next(c for c in json.loads(out)["criteria"] if c["id"] == "platelets")["status"] == "not-met"
 

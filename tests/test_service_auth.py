@@ -1,4 +1,7 @@
-"""CDS Hooks JWT authentication through HTTP: every endpoint guarded, bare 401s, CORS still answered."""
+"""CDS Hooks JWT authentication through HTTP: every endpoint guarded, bare 401s, CORS still answered.
+
+The service runs as behind a reverse proxy: EHRs address it at PUBLIC (AXIOM_PUBLIC_BASE_URL, the base
+of every token's aud) while the test reaches it on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -20,10 +23,15 @@ from adapter.store import Store
 from tests.service_server import ServiceServer, running_service, service_settings
 
 ISS = "https://ehr.hospital.example"
+PUBLIC = "https://cds.hospital.example"
 KEY = ec.generate_private_key(ec.SECP384R1())
 JWKS = {"keys": [{**json.loads(ECAlgorithm.to_jwk(KEY.public_key())), "kid": "k1", "alg": "ES384"}]}
 HOOK = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
         "context": {"patientId": "nobody", "userId": "Practitioner/1"}}
+
+
+def aud(path: str) -> str:
+    return PUBLIC + path
 
 
 def token(aud: str, **claims: Any) -> str:
@@ -35,8 +43,9 @@ def token(aud: str, **claims: Any) -> str:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
     workdir: Path = tmp_path_factory.mktemp("auth")
-    settings: Settings = service_settings(workdir, auth_required=True,
-                                          trusted_issuers=[IssuerConfig(iss=ISS, jwks=JWKS)])
+    settings: Settings = service_settings(workdir, auth_required=True, public_base_url=PUBLIC,
+                                          trusted_issuers=[IssuerConfig(iss=ISS, jwks=JWKS)],
+                                          cors_origins=["https://sandbox.cds-hooks.org"])  # a browser EHR
     with running_service(settings) as server:
         yield server
 
@@ -57,20 +66,19 @@ def test_every_cds_endpoint_refuses_a_call_without_a_token(service: ServiceServe
 
 def test_a_valid_token_for_the_exact_url_is_accepted(service: ServiceServer) -> None:
     url = service.base_url + "/cds-services"
-    response = httpx.get(url, headers=bearer(token(url)))
+    response = httpx.get(url, headers=bearer(token(aud("/cds-services"))))
     assert response.status_code == 200
     assert response.json()["services"][0]["id"] == "axiom-eligibility"
 
 
 def test_a_token_for_another_endpoint_is_refused(service: ServiceServer) -> None:
-    discovery = service.base_url + "/cds-services"
-    hook = discovery + "/axiom-eligibility"
-    assert httpx.post(hook, json=HOOK, headers=bearer(token(discovery))).status_code == 401
+    hook = service.base_url + "/cds-services/axiom-eligibility"
+    assert httpx.post(hook, json=HOOK, headers=bearer(token(aud("/cds-services")))).status_code == 401
 
 
 def test_a_replayed_token_is_refused(service: ServiceServer) -> None:
     url = service.base_url + "/cds-services"
-    once = token(url)
+    once = token(aud("/cds-services"))
     assert httpx.get(url, headers=bearer(once)).status_code == 200
     assert httpx.get(url, headers=bearer(once)).status_code == 401
 
@@ -78,7 +86,7 @@ def test_a_replayed_token_is_refused(service: ServiceServer) -> None:
 def test_replay_protection_is_shared_through_the_database(service: ServiceServer, tmp_path: Path) -> None:
     """Another worker or replica sharing the database sees the same jti as already used."""
     url = service.base_url + "/cds-services"
-    t = token(url)
+    t = token(aud("/cds-services"))
     assert httpx.get(url, headers=bearer(t)).status_code == 200
     jti = jwt.decode(t, options={"verify_signature": False})["jti"]
     store = Store(service.settings.database_url)
@@ -89,15 +97,22 @@ def test_replay_protection_is_shared_through_the_database(service: ServiceServer
 
 def test_expired_and_foreign_tokens_are_refused(service: ServiceServer) -> None:
     url = service.base_url + "/cds-services"
-    assert httpx.get(url, headers=bearer(token(url, exp=int(time.time()) - 3600))).status_code == 401
-    assert httpx.get(url, headers=bearer(token(url, iss="https://evil.example"))).status_code == 401
+    now = int(time.time())
+    assert httpx.get(url, headers=bearer(token(aud("/cds-services"), iat=now - 3600, exp=now - 3000))).status_code \
+        == 401
+    assert httpx.get(url, headers=bearer(token(aud("/cds-services"), iss="https://evil.example"))).status_code == 401
 
 
 def test_authenticated_hook_is_evaluated(service: ServiceServer) -> None:
+    """Past authentication the hook is evaluated: with no Patient prefetched and no fhirServer there is
+    nobody to advise on, and the 412 says so."""
     url = service.base_url + "/cds-services/axiom-eligibility"
-    response = httpx.post(url, json=HOOK, headers=bearer(token(url)))
-    assert response.status_code == 412  # authenticated; no Patient prefetched and no fhirServer
+    response = httpx.post(url, json=HOOK, headers=bearer(token(aud("/cds-services/axiom-eligibility"))))
+    assert response.status_code == 412
+    (issue,) = response.json()["issue"]
     assert response.json()["resourceType"] == "OperationOutcome"
+    assert issue["severity"] == "error" and issue["code"] == "not-found"
+    assert "Patient/nobody was not prefetched" in issue["diagnostics"]
 
 
 def test_cors_preflight_needs_no_token_and_401s_carry_cors_headers(service: ServiceServer) -> None:
@@ -148,15 +163,16 @@ def test_an_issuers_own_fhir_server_list_holds_its_hooks(tmp_path: Path) -> None
     service-wide one (here: none, so anything)."""
     other_iss = "https://other-ehr.example"
     unreachable = "http://127.0.0.1:9/fhir"  # the discard port: a call there fails at once
-    settings = service_settings(tmp_path, auth_required=True, trusted_issuers=[
+    settings = service_settings(tmp_path, auth_required=True, public_base_url=PUBLIC, trusted_issuers=[
         IssuerConfig(iss=ISS, jwks=JWKS, fhir_servers=["https://fhir.hospital.example/r4"]),
         IssuerConfig(iss=other_iss, jwks=JWKS)])
     with running_service(settings) as server:
         url = server.base_url + "/cds-services/axiom-eligibility"
         body = {**HOOK, "fhirServer": unreachable}
-        held = httpx.post(url, json=body, headers=bearer(token(url)))
+        held = httpx.post(url, json=body, headers=bearer(token(aud("/cds-services/axiom-eligibility"))))
         assert held.status_code == 412
         assert "not one this service is allowed to call" in held.json()["issue"][0]["diagnostics"]
-        tried = httpx.post(url, json=body, headers=bearer(token(url, iss=other_iss)))
+        tried = httpx.post(url, json=body, headers=bearer(token(aud("/cds-services/axiom-eligibility"),
+                                                                iss=other_iss)))
         assert tried.status_code == 412  # called, and could not reach it
         assert "cannot reach the FHIR server" in tried.json()["issue"][0]["diagnostics"]

@@ -216,7 +216,8 @@ def card_rows(card: Json) -> dict[str, tuple[str, str, str]]:
     """The detail table: criterion id → (requirement, patient cell, status)."""
     rows: dict[str, tuple[str, str, str]] = {}
     for line in card["detail"].splitlines():
-        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        # the text a renderer shows: Markdown backslash escapes (chart text is escaped) removed
+        cells = [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
         if len(cells) != 4 or cells[0] in ("Criterion", "---"):
             continue
         cid, requirement, patient, status = cells
@@ -544,11 +545,19 @@ def test_unknown_patient_on_the_server_is_412(http: httpx.Client, cds_service: S
 def test_a_prefetched_patient_that_is_someone_else_is_not_used(
         http: httpx.Client, cds_service: ServiceServer, fhir_server: FhirTestServer, loaded: None,
         templates: dict[str, str]) -> None:
-    """context.patientId decides whose chart this is: another Patient in the prefetch gives no advice at all."""
+    """context.patientId decides whose chart this is: another Patient in the prefetch gives no advice at all.
+    The 412 is an OperationOutcome that says the context patient could not be had — and nothing about the
+    other patient whose chart was sent."""
     other = patient_id(fixture_bundle("asps-likely-eligible"))
     prefetch = ehr_prefetch(http, fhir_server.base_url, templates, other)
     response = post_hook(http, cds_service, hook_body("scn-asps-low-platelets-not-eligible", prefetch=prefetch))
     assert response.status_code == 412
+    body = assert_operation_outcome(response)
+    (issue,) = body["issue"]
+    assert issue["severity"] == "error" and issue["code"] == "not-found", issue
+    assert "Patient/scn-asps-low-platelets-not-eligible was not prefetched" in issue["diagnostics"], issue
+    assert "no FHIR server" in issue["diagnostics"], "why it could not be fetched instead"
+    assert other not in response.text, "the other patient is not named"
 
 
 def test_server_down_with_everything_prefetched_still_answers(

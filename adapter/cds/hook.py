@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..fhir.client import SessionClient, same_server
 from ..fhir.gather import NO_SERVER, GatherStats, gather_record
 from ..fhir.queries import searches
 from ..fhir.sessions import SessionPool
+from ..fhir.urls import shown
 from ..report.card import card as make_card
 from ..store import AuditRow, IssuedCard, Store
 from ..store.writer import BackgroundWriter
@@ -35,14 +37,36 @@ class Service:
     sessions: SessionPool
     store: Store
     writer: BackgroundWriter[IssuedCard | AuditRow]
+    key_secret: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key_secret = patient_key_secret(self.settings, self.store)
 
     def as_of(self) -> date:
         return self.settings.as_of or datetime.now(UTC).date()
 
+    def patient_key(self, fhir_server: str | None, patient_id: str) -> str:
+        return patient_key(self.key_secret, fhir_server, patient_id)
 
-def patient_key(fhir_server: str | None, patient_id: str) -> str:
-    """An opaque, stable key for a patient on a server: stored and logged instead of the id."""
-    return hashlib.sha256(f"{fhir_server or '-'}|{patient_id}".encode()).hexdigest()[:32]
+
+PATIENT_KEY_SECRET = "patient_key"  # its name in the database's deployment secrets
+
+
+def patient_key_secret(settings: Settings, store: Store) -> bytes:
+    """AXIOM_PATIENT_KEY_SECRET, else the deployment's own, generated at first start and kept in the
+    database: stable across restarts and shared by replicas, so suppression finds earlier cards."""
+    if settings.patient_key_secret is not None:
+        return settings.patient_key_secret.get_secret_value().encode()
+    return store.deployment_secret(PATIENT_KEY_SECRET)
+
+
+def patient_key(secret: bytes, fhir_server: str | None, patient_id: str) -> str:
+    """An opaque, stable key for a patient on a server: stored and logged instead of the id.
+
+    Keyed (HMAC-SHA256): a plain hash of (server, id) is reversed by hashing candidate ids — every demo
+    patient's was. Without the secret, a log line's key names nobody."""
+    message = f"{fhir_server or '-'}|{patient_id}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
 
 
 def may_call(fhir_server: str, allowed: Sequence[str]) -> bool:
@@ -74,10 +98,11 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
                                max_entries_per_page=settings.fhir_max_entries_per_page)
     stats = GatherStats()
     wanted = fhir_wanted(trial)
+    # server: the base absolute references must have to be this patient's, even when it is not called
     record = await gather_record(req.patient_id, searches(req.patient_id, wanted, as_of), req.prefetch, client,
-                                 settings.fhir_deadline_s, stats, no_server, wanted=wanted)
+                                 settings.fhir_deadline_s, stats, no_server, wanted=wanted, server=req.fhir_server)
     report = evaluate_record(record, as_of, settings.trial)
-    key = patient_key(req.fhir_server, req.patient_id)
+    key = service.patient_key(req.fhir_server, req.patient_id)
     cards: list[dict[str, Any]] = []
     issued: list[IssuedCard] = []
     suppressed = False
@@ -90,9 +115,10 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
                 issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
                 cards.append(card)
     total_ms = round((time.perf_counter() - started) * 1000)
-    service.writer.submit(*issued, AuditRow(
-        evaluated_at=datetime.now(UTC), issuer=issuer, hook_instance=req.hook_instance, fhir_server=req.fhir_server,
-        patient_id=req.patient_id, verdict=report.overall, cohort=report.cohort,
+    service.writer.submit(*issued, AuditRow(  # the server without secrets (refused in requests already)
+        evaluated_at=datetime.now(UTC), issuer=issuer, hook_instance=req.hook_instance,
+        fhir_server=shown(req.fhir_server) if req.fhir_server else None, patient_id=req.patient_id,
+        verdict=report.overall, cohort=report.cohort,
         statuses={c.id: c.status for c in report.criteria}, trial_version=trial.version, as_of=as_of.isoformat(),
         card_shown=bool(cards), duration_ms=total_ms))
     log.info("hook evaluated", extra={

@@ -4,12 +4,18 @@ Pure ASGI (no BaseHTTPMiddleware): it sits on the hot path of every hook.
 - Request id: `X-Request-ID` from the caller (if sane) or a new UUID; echoed in the response and put
   on every log line of the request.
 - POST bodies: JSON content types only (415), at most `max_body_bytes` (413) — checked on the declared
-  Content-Length and again while reading, so a chunked upload cannot get past it.
+  Content-Length and again while reading, so a chunked upload cannot get past it — and in at most
+  `body_timeout_s` (408, connection closed): a body sent a byte at a time holds no connection for ever.
+- The access log: one line per request with method, path (never the query string: tokens end up there),
+  status, duration and request id. CORS preflights are answered before this middleware and not logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -26,11 +32,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON_TYPES = ("application/json", "application/fhir+json")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
+access_log = logging.getLogger("axiom_cds.access")
+
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 60.0) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,9 +49,13 @@ class GuardMiddleware:
         given = headers.get("x-request-id", "")
         request_id = given if _SANE_ID.fullmatch(given) else str(uuid.uuid4())
         token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500  # what the client gets if the application raises before answering
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -53,7 +66,13 @@ class GuardMiddleware:
                 if problem is not None:
                     await problem(scope, receive, send_with_id)
                     return
-                body = await self._read_limited(receive)
+                try:
+                    body = await self._read_limited(receive)
+                except TimeoutError:
+                    late = operation_outcome(408, f"request body not complete within {self.body_timeout_s:g} s")
+                    late.headers["connection"] = "close"  # what is still on its way is not read
+                    await late(scope, receive, send_with_id)
+                    return
                 if body is None:
                     await operation_outcome(413, f"request body over {self.max_body} bytes")(scope, receive,
                                                                                             send_with_id)
@@ -61,6 +80,8 @@ class GuardMiddleware:
                 receive = _replay(body)
             await self.app(scope, receive, send_with_id)
         finally:
+            access_log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                              "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
             request_id_var.reset(token)
 
     def _content_problem(self, headers: dict[str, str]) -> Any:
@@ -73,6 +94,11 @@ class GuardMiddleware:
         return None
 
     async def _read_limited(self, receive: Receive) -> bytes | None:
+        """The body, or None when it is over the limit; TimeoutError when it takes too long."""
+        async with asyncio.timeout(self.body_timeout_s):
+            return await self._read_body(receive)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:

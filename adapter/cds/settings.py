@@ -11,23 +11,41 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 from yarl import URL
 
-SANDBOX_ORIGINS = ["https://sandbox.cds-hooks.org", "http://localhost:8080", "http://127.0.0.1:8080",
-                   "http://localhost:3000", "http://127.0.0.1:3000"]
+from ..fhir.urls import base_url_problem, shown
 
 
 def _fhir_base(url: str) -> str:
-    """An absolute http(s) base URL: a typo in an allow-list must stop the service, not allow nothing."""
-    parsed = URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{url!r} is not an absolute http(s) FHIR base URL")
+    """An absolute http(s) base URL: a typo in an allow-list must stop the service, not allow nothing;
+    a password in it must stop it too, and the error must not repeat the password (fhir/urls.py)."""
+    problem = base_url_problem(url)
+    if problem is not None:
+        raise ValueError(f"FHIR base URL {shown(url)!r} {problem}")
     return url.rstrip("/")
 
 
 FhirBase = Annotated[str, AfterValidator(_fhir_base)]
+
+
+def _long_enough(secret: SecretStr | None) -> SecretStr | None:
+    """A short secret can be guessed, and then every patient hash reversed as if there were none."""
+    if secret is not None and len(secret.get_secret_value()) < 16:
+        raise ValueError("AXIOM_PATIENT_KEY_SECRET must be at least 16 characters")
+    return secret
+
+
+def _public_base(url: str | None) -> str | None:
+    """The base of every JWT audience: an absolute http(s) URL without credentials, query or fragment."""
+    if url is None or not url.strip():
+        return None
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.user or parsed.query_string \
+            or parsed.fragment:
+        raise ValueError(f"{url!r} is not an absolute http(s) base URL (no credentials, query or fragment)")
+    return url.rstrip("/")
 
 
 class IssuerConfig(BaseModel):
@@ -50,12 +68,23 @@ class Settings(BaseSettings):
     port: int = 8080
     workers: int = 1
     trial: str = "axiom"
-    public_base_url: str | None = Field(
-        None, description="The URL EHRs call this service at (behind a proxy); used for links and JWT aud")
-    cors_origins: list[str] = Field(default_factory=lambda: list(SANDBOX_ORIGINS))
-    cors_origin_regex: str | None = Field(
-        r"https?://(localhost|127\.0\.0\.1)(:\d+)?", description="Browser origins allowed besides the list: by "
-        "default any port on this machine (a CDS Hooks sandbox served locally); empty: none")
+    public_base_url: Annotated[str | None, AfterValidator(_public_base)] = Field(
+        None, description="The URL EHRs call this service at: every JWT's aud is this plus the path called "
+        "(never the request's Host header). Required when authentication is on")
+    cors_origins: list[str] = Field(default_factory=list, description="Browser origins (web pages) allowed to "
+                                    "call the service; default none. `axiom-cds sandbox` allows the CDS Hooks "
+                                    "sandbox and localhost pages")
+    cors_origin_regex: str | None = Field(None, description="Browser origins allowed besides the list, as a "
+                                          "regular expression matched against the whole origin; default none")
+    max_header_kb: float = Field(64.0, gt=0, description="Largest request head (request line and headers) "
+                                 "accepted; above it the answer is 431 and the connection is closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="Time a connection has to send a complete request "
+                                    "head, from its opening or from the previous response; then 408 and closed")
+    body_timeout_s: float = Field(60.0, gt=0, description="Time a request has to send its whole body once its "
+                                  "head is in; then 408 and closed")
+    patient_key_secret: Annotated[SecretStr | None, AfterValidator(_long_enough)] = Field(
+        None, description="Secret (16+ characters) keying the patient hash in logs and issued cards; default: "
+        "one generated at first start and kept in the database")
     fhir_deadline_s: float = Field(3.0, description="Overall budget for FHIR calls of one hook")
     fhir_request_timeout_s: float = Field(2.5, description="Timeout of one FHIR request")
     fhir_retries: int = Field(2, ge=0, le=10, description="Retries of a FHIR GET answered 429/503 or reset "
@@ -83,6 +112,9 @@ class Settings(BaseSettings):
     trusted_issuers: list[IssuerConfig] = Field(default_factory=list)
     trust_presets: list[str] = Field(default_factory=list, description="e.g. ['cds-hooks-sandbox'] (testing only)")
     jwt_clock_skew_s: int = 60
+    jwt_max_lifetime_s: int = Field(3600, gt=0, description="Longest JWT lifetime accepted (exp - iat). CDS Hooks "
+                                    "recommends 5 minutes; an hour admits EHRs that issue longer-lived tokens, "
+                                    "while a leaked, unused token stays good for an hour at most")
     gc_tuning: bool = True
     max_request_mb: float = Field(16.0, description="Largest hook request body accepted (413 above)")
     log_json: bool = Field(True, description="JSON log lines (one object per line)")

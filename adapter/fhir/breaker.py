@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import FhirServerError
+from .urls import shown
 
 log = logging.getLogger("axiom_cds.fhir")
 
@@ -39,7 +40,7 @@ class CircuitBreaker:
 
     def __init__(self, base_url: str, failures: int, cooldown_s: float,
                  clock: Callable[[], float] = time.monotonic, first_cooldown_s: float = 2.0) -> None:
-        self.base_url = base_url
+        self.base_url = shown(base_url)  # its messages reach every caller of the server: no secrets
         self.threshold = failures
         self.cooldown_s = cooldown_s
         self.first_cooldown_s = min(first_cooldown_s, cooldown_s)

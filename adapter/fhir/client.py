@@ -3,8 +3,10 @@
 fhirpy builds the requests (base URL handling, parameter encoding). The transport is a shared aiohttp
 session with orjson parsing: fhirpy's async client opens a new connection per request and wraps every
 resource, which costs more than the evaluation itself (shared/reference/performance.md). `next` links
-are followed only on the same server: fhirpy merely checks that a link *contains* the base URL, and the
-bearer token must never travel to another host. The token is sent, never logged.
+are followed only within the server's base: fhirpy merely checks that a link *contains* the base URL,
+and the bearer token must never travel to another host or path. Redirects are never followed: a 3xx
+could send the request (and the token, on the same host) past the allow-list, and its data would
+build the card. The token is sent, never logged; messages and logs show the URL without secrets.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..errors import FhirServerError, InputError
 from .breaker import CircuitBreaker, Outcome
 from .bundle import bundle_entries
 from .queries import Search
+from .urls import has_userinfo, shown
 from .wire import Entry, Lazy, bundle_links, bundle_size, is_bundle, load_resource
 
 log = logging.getLogger("axiom_cds.fhir")
@@ -82,6 +85,7 @@ class SessionClient(AsyncFHIRClient):
         self.max_response_bytes = max_response_bytes
         self.max_entries_per_page = max_entries_per_page
         self.deadline = deadline  # time.monotonic() by which the hook needs its data; None: no limit
+        self.shown_url = shown(url)  # for messages and logs
 
     def set_deadline(self, at: float) -> None:
         """Hold retries to `at` (monotonic); an earlier deadline already set wins."""
@@ -106,7 +110,7 @@ class SessionClient(AsyncFHIRClient):
             if delay > MAX_RETRY_WAIT_S:
                 raise FhirServerError(f"{result.message}; a retry{asked} is too far away")
             # the server and the reason only: `what` may hold a patient id
-            log.info("FHIR request retried", extra={"fhir_server": self.url, "attempt": attempt + 2,
+            log.info("FHIR request retried", extra={"fhir_server": self.shown_url, "attempt": attempt + 2,
                                                      "reason": result.short, "delay_s": round(delay, 3)})
             await asyncio.sleep(delay)
             attempt += 1
@@ -126,33 +130,37 @@ class SessionClient(AsyncFHIRClient):
     async def _exchange(self, url: str, what: str) -> Any:
         answered = False
         try:
-            async with self._session.get(url, headers=self._build_request_headers(), timeout=self._timeout) as r:
+            async with self._session.get(url, headers=self._build_request_headers(), timeout=self._timeout,
+                                         allow_redirects=False) as r:
                 answered = True
                 status = r.status
+                if 300 <= status < 400:
+                    return _redirect_failure(status, r.headers.get("Location"), url, what)
                 if status >= 400:
                     return _status_failure(status, r.headers.get("Retry-After"), what)
                 body = await self._read_limited(r)
                 content_type = r.headers.get("Content-Type", "")
         except TimeoutError:
-            return _Failure(f"the FHIR server at {self.url} did not answer {what} in time", Outcome.FAILED, "timeout")
+            return _Failure(f"the FHIR server at {self.shown_url} did not answer {what} in time", Outcome.FAILED,
+                            "timeout")
         except _TooLargeError:
             return _Failure(f"the FHIR server sent more than {self.max_response_bytes / 1048576:g} MB for "
                             f"{what}; refused", Outcome.NEUTRAL)
         except aiohttp.ClientConnectorError as exc:
-            return _Failure(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})", Outcome.FAILED,
+            return _Failure(f"cannot reach the FHIR server at {self.shown_url} ({type(exc).__name__})", Outcome.FAILED,
                             type(exc).__name__)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
             if answered:  # part of the answer came: resending is not known to be safe for the server
                 return _Failure(f"the connection to the FHIR server broke while it was sending {what}",
                                 Outcome.FAILED, "connection broken")
             # reset before any byte: the server (or a proxy in front of it) dropped the request, safe to resend
-            return _Failure(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})", Outcome.FAILED,
+            return _Failure(f"cannot reach the FHIR server at {self.shown_url} ({type(exc).__name__})", Outcome.FAILED,
                             "connection reset", retry=True)
         except aiohttp.ClientResponseError:
-            return _Failure(f"the FHIR server at {self.url} sent a malformed HTTP response for {what}",
+            return _Failure(f"the FHIR server at {self.shown_url} sent a malformed HTTP response for {what}",
                             Outcome.FAILED, "malformed HTTP")
         except aiohttp.ClientError as exc:
-            return _Failure(f"cannot reach the FHIR server at {self.url} ({type(exc).__name__})", Outcome.FAILED,
+            return _Failure(f"cannot reach the FHIR server at {self.shown_url} ({type(exc).__name__})", Outcome.FAILED,
                             type(exc).__name__)
         return _parse_resource(body, content_type, what)
 
@@ -188,6 +196,21 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _redirect_failure(status: int, location: str | None, url: str, what: str) -> _Failure:
+    """A 3xx, not followed: said with where it pointed (scheme, host and port only), never the Location
+    itself, which may carry a patient id or a key. The server answered: its breaker hears OK."""
+    where = ""
+    try:
+        target = URL(url).join(URL(location)) if location else None
+    except ValueError:
+        target = None
+    if target is not None and target.is_absolute() and target.host:
+        same_origin = (target.scheme, target.host, target.port) == (URL(url).scheme, URL(url).host, URL(url).port)
+        where = " to another path on the same host" if same_origin else f" to {target.origin()}"
+    return _Failure(f"the FHIR server answered with a redirect ({status} for {what}{where}), which is not followed",
+                    Outcome.OK, str(status))
 
 
 def _status_failure(status: int, retry_after: str | None, what: str) -> _Failure:
@@ -227,13 +250,18 @@ def _parse_resource(body: bytes, content_type: str, what: str) -> Any:
 def same_server(link: str, base_url: str) -> bool:
     """Does `link` point at or under `base_url` (same scheme, host, port, and base path)?
 
-    HAPI pages with `{base}?_getpages=…`, others with `{base}/Observation?…`; both qualify.
+    HAPI pages with `{base}?_getpages=…`, others with `{base}/Observation?…`; both qualify. Not a
+    link with a user name or password, nor one whose path holds an encoded slash or a backslash
+    (`{base}/..%2Fadmin`): a server that decodes before resolving `..` would serve another path.
     """
     try:
         target, base = URL(link), URL(base_url)
     except ValueError:
         return False
-    if not target.is_absolute():
+    if not target.is_absolute() or has_userinfo(link):
+        return False
+    raw = target.raw_path.lower()
+    if "%2f" in raw or "%5c" in raw or "\\" in target.path:
         return False
     base_path = base.path.rstrip("/")
     return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port) and \
@@ -307,7 +335,16 @@ async def search_all(client: SessionClient, search: Search) -> list[Entry]:
 
 
 async def read_patient(client: SessionClient, patient_id: str) -> dict[str, Any]:
+    """The Patient asked for, or FhirServerError: a server that answers with another patient (a bug, a
+    cache, a wrong route) must not get a card about this one built on someone else's chart."""
     patient = await client.get_json(f"Patient/{patient_id}")
     if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
         raise FhirServerError(f"Patient/{patient_id} did not come back as a Patient resource")
+    got = patient.get("id")
+    if not isinstance(got, str) or not got:
+        raise FhirServerError(f"the FHIR server answered the read of Patient/{patient_id} with a Patient without "
+                              "an id; refused")
+    if got != patient_id:  # the other id is not shown: it names another patient
+        raise FhirServerError(f"the FHIR server answered the read of Patient/{patient_id} with another patient; "
+                              "refused")
     return patient

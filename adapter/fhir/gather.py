@@ -17,9 +17,10 @@ from typing import Any
 
 from ..errors import FhirServerError, InputError
 from .bundle import bundle_entries
-from .client import FHIR_ID, SessionClient, collect_pages, read_patient, same_server, search_all
+from .client import FHIR_ID, SessionClient, collect_pages, read_patient, search_all
 from .queries import CODE_PARAMS, MEDICATION_SEARCHES, PATIENT_KEY, REPORTS_KEY, Search
 from .record import PatientRecord, assemble
+from .urls import names
 from .wanted import Wanted
 from .wire import Entry, Resource, is_bundle, is_lazy, issues, reference_key, resource_type
 
@@ -76,11 +77,12 @@ NO_SERVER = "there is no FHIR server to fetch it from"
 async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str, Any] | None,
                         client: SessionClient | None, deadline_s: float,
                         stats: GatherStats | None = None, no_server: str = NO_SERVER, *,
-                        wanted: Wanted) -> PatientRecord:
+                        wanted: Wanted, server: str | None = None) -> PatientRecord:
     """The patient's record from prefetch + FHIR server. Raises FhirServerError without a Patient.
 
     `no_server`: why there is no client, for the reasons shown when something was not prefetched.
-    `wanted`: the Observation codes kept (fhir/wanted.py).
+    `wanted`: the Observation codes kept (fhir/wanted.py). `server`: the FHIR base the data is from
+    (default: the client's), the only base of absolute references to the patient (fhir/record.py).
     """
     started = time.perf_counter()
     stats = stats if stats is not None else GatherStats()
@@ -139,7 +141,7 @@ async def gather_record(patient_id: str, plan: list[Search], prefetch: dict[str,
     if client is not None:
         left = deadline_s - (time.perf_counter() - started)
         medications = await _read_medications(client, entries, left, notes)
-    record = assemble(patient, None, entries, wanted)
+    record = assemble(patient, None, entries, wanted, server or (client.url if client is not None else None))
     for key, medication in medications.items():
         record.medications.setdefault(key, medication)
     record.unavailable.update(unavailable)
@@ -178,9 +180,9 @@ def _medication_reads(entries: list[Entry], base_url: str) -> list[str]:
         target = ref.get("reference") if isinstance(ref, dict) else None
         if not isinstance(target, str) or target.startswith(("#", "urn:")):
             continue  # contained, or a Bundle-local name the server does not know
-        if "://" in target and not same_server(target, base_url):
-            continue  # on another server: the token must not travel there
         key = reference_key(target)
+        if "://" in target and not names(target, base_url, key):
+            continue  # on another server (or not at `{base}/Medication/id`): the token must not travel there
         kind, _, mid = key.partition("/")
         if kind == "Medication" and FHIR_ID.fullmatch(mid) and key not in have:
             out.add(key)
@@ -270,6 +272,6 @@ async def _within(jobs: dict[str, Awaitable[Any]], deadline_s: float) -> dict[st
 def _as_server_error(exc: BaseException) -> FhirServerError:
     if isinstance(exc, FhirServerError):
         return exc
-    if isinstance(exc, ValueError):  # fhirpy refusing a URL that is not on the server
-        return FhirServerError(f"unsafe or invalid URL from the FHIR server: {exc}")
+    if isinstance(exc, ValueError):  # fhirpy refusing a URL that is not on the server: not repeated, it may
+        return FhirServerError("the FHIR server sent an unsafe or invalid URL; not followed")  # carry a key
     raise exc

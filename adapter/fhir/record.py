@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import InputError
 from .expand import expand, is_container
+from .urls import names
 from .wanted import Wanted
 from .wire import Entry, Resource, reference_key
 
@@ -90,14 +91,19 @@ class _Whose:
     When the Patient arrived under an absolute fullUrl, references are resolved as FHIR R4 resolves them
     in a Bundle ("Resolving references in Bundles"): an absolute one must name that URL, and a relative
     one resolves against the server base of the fullUrl of the resource holding it — `Patient/23` in an
-    entry of another server is that server's patient 23. Otherwise `Patient/id` (any base) or the
-    Patient's urn:uuid fullUrl names her.
+    entry of another server is that server's patient 23. Otherwise `Patient/id` or the Patient's urn:uuid
+    fullUrl names her, and an absolute reference only as `{server}/Patient/id` on the FHIR server in use
+    (`server`): `https://other.example/fhir/Patient/id` is another server's patient of that id, and with
+    no server and no absolute fullUrl of hers, nothing says an absolute reference is her.
     """
 
-    def __init__(self, keys: set[str], patient_url: str | None) -> None:
+    def __init__(self, keys: set[str], patient_url: str | None, server: str | None = None,
+                 ref: str | None = None) -> None:
         self.keys = keys
         self.url = _absolute(patient_url)
         self.prefix = self.url.rsplit("/", 2)[0] + "/" if self.url else None
+        self.server = server
+        self.ref = ref  # `Patient/id`, to be found on `server`
         self.seen: dict[str, bool] = {}  # a record repeats one subject string thousands of times
 
     def __call__(self, subject: str | None, full_url: str | None = None) -> bool | None:
@@ -108,6 +114,12 @@ class _Whose:
                 return _absolute(subject) == self.url
             if full_url is not None and "://" in full_url and not self._on_base(full_url):
                 return False
+        elif "://" in subject and not subject.startswith("urn:"):
+            hers = self.seen.get(subject)
+            if hers is None:
+                hers = self.seen[subject] = self.server is not None and self.ref is not None \
+                    and names(subject, self.server, self.ref)
+            return hers
         known = self.seen.get(subject)
         if known is None:
             known = self.seen[subject] = reference_key(subject) in self.keys
@@ -120,12 +132,14 @@ class _Whose:
 
 
 def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[Entry],
-             wanted: Wanted) -> PatientRecord:
+             wanted: Wanted, server: str | None = None) -> PatientRecord:
     """Attribute entries to the patient; keep Observations of wanted codes (standalone, or held by a
-    report or panel) and the other clinical types."""
+    report or panel) and the other clinical types. `server`: the FHIR base the record came from (a
+    hook's fhirServer, `--fhir-server`), the one base of absolute references to her."""
     validate_patient(patient)
     ref = patient_ref(patient, patient_full_url)
-    whose = _Whose({reference_key(k) for k in patient_keys(patient, patient_full_url)} | {ref}, patient_full_url)
+    whose = _Whose({reference_key(k) for k in patient_keys(patient, patient_full_url)} | {ref}, patient_full_url,
+                   server, ref if ref.startswith("Patient/") else None)
     record = PatientRecord(patient=patient, patient_ref=ref)
     foreign = 0
     orphans: list[Entry] = []

@@ -414,11 +414,48 @@ def check_utf8(data: bytes) -> None:
 
 
 def load_json(data: bytes | msgspec.Raw) -> Any:
-    """Any JSON document, fully parsed; InputError (saying what is wrong) when it is not JSON."""
+    """Any JSON document, fully parsed; InputError (saying what is wrong) when it is not JSON.
+
+    A number no double holds (`1e400`, an integer of 310+ digits) is JSON, and orjson refuses the whole
+    document for it: such a document is read by `_loads_wide` instead, that number as ±inf.
+    """
     try:
         return orjson.loads(memoryview(data))
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"not JSON ({exc.args[0].split(':')[0]})") from None
+        if not exc.msg.startswith(_OUT_OF_RANGE):
+            raise InputError(f"not JSON ({exc.args[0].split(':')[0]})") from None
+    return _loads_wide(bytes(data))
+
+
+_OUT_OF_RANGE = "number is infinity"  # orjson's message for a number beyond a double's range
+
+
+def _number(text: str) -> int | float:
+    """A JSON integer as orjson reads it: exact within 64 bits, else the nearest double (±inf beyond a
+    double's range). Never `int()` of a long digit string: Python refuses 4,300+ digits (ValueError),
+    and no FHIR integer needs more than 10."""
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InputError(f"not JSON ({name} is not a JSON value)")
+
+
+def _loads_wide(data: bytes) -> Any:
+    """The standard library's parse of JSON that holds numbers beyond a double's range: those numbers
+    read as ±inf, which no FHIR element allows, so the resource holding one is refused on its own (not
+    valid FHIR) and every other field is read as usual. NaN and Infinity, which are not JSON, stay
+    refused; InputError for anything unreadable."""
+    try:
+        return json.loads(data, parse_int=_number, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InputError("not JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise InputError(f"not JSON ({str(exc).split(':')[0]})") from None
 
 
 def load_resource(data: bytes) -> Any:
@@ -457,13 +494,14 @@ def _parse(raw: msgspec.Raw) -> Any:
     """One resource's JSON, already checked by msgspec's decoder (syntax) and `check_utf8`.
 
     The one thing msgspec lets through when skipping and orjson refuses is a number out of a double's
-    range (`1e400`): the standard library reads it as ±inf, which the FHIR validation then refuses, so
-    that resource alone is reported as not valid FHIR instead of failing the whole request late.
+    range (`1e400`, an integer of 310 or 5,000 digits): `_loads_wide` reads it as ±inf, which the FHIR
+    validation then refuses, so that resource alone is reported as not valid FHIR instead of failing the
+    whole request late.
     """
     try:
         return orjson.loads(memoryview(raw))
     except orjson.JSONDecodeError:
-        return json.loads(bytes(raw))
+        return _loads_wide(bytes(raw))
 
 
 def head_and_resource(raw: msgspec.Raw) -> tuple[EntryHead | None, Resource | None]:

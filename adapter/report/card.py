@@ -1,15 +1,23 @@
 """EligibilityReport → one CDS Hooks 2.0 card (or none when the trial does not apply).
 
 The card never carries null or empty optional fields (CDS Hooks 2.0: leave them out).
+
+`detail` is GitHub-flavoured Markdown, rendered by the EHR — often as HTML. Everything in it that comes
+from the chart or the EHR (what the patient has, notes, data notes: displays, units, a server's
+diagnostics) goes through `md_text`, so it shows as the text it is: never HTML, a link, emphasis, a
+code span, a new table cell or a new line. Our own markup (the table, bold, the checklist) and the
+trial's own text are written as markup. `summary` and the suggestions hold no chart text.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 from ..criteria.model import EligibilityReport
 from ..tables import observations
+from .text import plain
 
 STATUS_TEXT = {"met": "met", "not-met": "**not met**", "unknown": "unknown", "not-applicable": "n/a"}
 OVERALL_TEXT = {"likely-eligible": "likely eligible", "needs-review": "needs review",
@@ -17,7 +25,24 @@ OVERALL_TEXT = {"likely-eligible": "likely eligible", "needs-review": "needs rev
 SUMMARY_LIMIT = 140
 
 
+# Characters with a meaning anywhere in a line of CommonMark/GFM: escapes, code spans, emphasis and
+# strikethrough, links and images, table cells, entities; `<` only where it could open HTML or an
+# autolink (a tag name, `/`, `!`, `?`) — "<= 1.5 x ULN" stays as written.
+_INLINE = re.compile(r"[\\`*_~\[\]|&]|<(?=[A-Za-z/!?])")
+# At the start of a line (a data note is a list item) these open a heading, a quote, a list or a rule.
+_BLOCK_START = re.compile(r"[#>+=-]|\d{1,9}[.)](?=\s|$)")
+
+
+def md_text(text: str) -> str:
+    """Chart text as inert Markdown: one line, every character that would be markup backslash-escaped
+    (CommonMark: any ASCII punctuation may be), so a renderer shows it exactly as the chart has it."""
+    out = _INLINE.sub(lambda m: "\\" + m.group(0), plain(text))
+    start = _BLOCK_START.match(out)
+    return out[: start.end() - 1] + "\\" + out[start.end() - 1:] if start else out
+
+
 def _cell(text: str | None) -> str:
+    """Our own text (the trial's requirement) in a table cell: pipes escaped, one line."""
     return (text or "—").replace("|", "\\|").replace("\n", " ")
 
 
@@ -41,17 +66,17 @@ def summary(report: EligibilityReport) -> str:
 def detail(report: EligibilityReport) -> str:
     rows = ["| Criterion | Requirement | Patient | Status |", "|---|---|---|---|"]
     for c in report.criteria:
-        patient = c.observed or ""
-        if c.note and c.status != "met":
-            patient = f"{patient} — {c.note}" if patient else c.note
-        rows.append(f"| {c.id} | {_cell(c.requirement)} | {_cell(patient)} | {STATUS_TEXT[c.status]} |")
+        shown = [md_text(t) for t in (c.observed, c.note if c.status != "met" else None) if t]
+        patient = " — ".join(filter(None, shown)) or "—"
+        rows.append(f"| {c.id} | {_cell(c.requirement)} | {patient} | {STATUS_TEXT[c.status]} |")
     checklist = [f"- [ ] {a.text}" for a in report.trial.attestations]
     parts = [
         f"**{OVERALL_TEXT[report.overall].capitalize()}** for {report.trial.title}"
         + (f" — {report.trial.cohorts[report.cohort].title}." if report.cohort else "."),
         "\n".join(rows),
         "**Confirm with the patient (not in the chart):**\n" + "\n".join(checklist),
-        *(["**Data notes:**\n" + "\n".join(f"- {n}" for n in report.data_notes)] if report.data_notes else []),
+        *(["**Data notes:**\n" + "\n".join(f"- {md_text(n)}" for n in report.data_notes)]
+          if report.data_notes else []),
         f"Trial record version {report.trial.version} ({report.trial.record_source}). "
         f"Evaluated on {report.as_of.isoformat()} from structured chart data; unknown means the chart "
         "does not say, not that the patient fails.",

@@ -107,6 +107,17 @@ jwt_ids = Table(
 )
 
 
+# Secrets of this deployment, generated once and shared by every worker and replica on the database
+# (the patient key's HMAC secret, unless AXIOM_PATIENT_KEY_SECRET configures one).
+deployment_secrets = Table(
+    "deployment_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:

@@ -1,4 +1,5 @@
-"""CDS Hooks 2.0 feedback request body → Feedback items, or one specific FeedbackError.
+"""CDS Hooks 2.0 feedback request body → Feedback items, or one specific FeedbackError; and feedback
+stored only about cards this service issued.
 
 Messages name the offending field (``feedback[2].outcomeTimestamp``) but never echo a value: the body
 carries clinician free text, and whatever we put in an error ends up in an OperationOutcome and in logs.
@@ -9,10 +10,12 @@ sloppy but harmless client does not lose its feedback to a 400 (EHRs do not rese
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from .model import Feedback, is_uuid
+from .store import Store
 
 OUTCOMES = ("accepted", "overridden")
 # RFC 3339 / ISO 8601 extended date-time with an explicit offset (seconds optional, any fraction digits).
@@ -20,7 +23,39 @@ _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d
 
 
 class FeedbackError(ValueError):
-    """A malformed feedback request; the web layer answers 400 with this one-line message."""
+    """A malformed feedback request; the web layer answers `http_status` with this one-line message."""
+
+    http_status = 400
+
+
+class UnknownCardError(FeedbackError):
+    """Well-formed feedback about a card this service never issued (or one past its retention).
+
+    422, not 404: the feedback endpoint exists — a 404 would tell the EHR its feedback URL is wrong — and
+    the request is valid JSON of the right shape; what it names is not something the service knows."""
+
+    http_status = 422
+
+
+def record_feedback(store: Store, items: list[Feedback], pending: Callable[[], None] = lambda: None) -> int:
+    """Store feedback only when every item names a card this service issued; how many items were new.
+
+    Otherwise UnknownCardError naming the first such item, and nothing is stored: feedback about an
+    unknown card is forged or misrouted, and kept it would fill the database and the feedback record with
+    outcomes no clinician gave on a card of ours. `pending`: waits until cards already answered are
+    written (the background writer), asked only when a card is not found, so feedback sent the moment a
+    card was shown is not refused for a card still on its way to the database.
+    """
+    wanted = [item.card_uuid for item in items]
+    known = store.issued(wanted)
+    if not known.issuperset(u.lower() for u in wanted):
+        pending()
+        known = store.issued(wanted)
+    for i, card in enumerate(wanted):
+        if card.lower() not in known:
+            raise UnknownCardError(f"feedback[{i}].card is not a card this service issued (or it is older than "
+                                   "the cards the service keeps)")
+    return store.add_feedback(items)
 
 
 def parse_feedback(body: Any) -> list[Feedback]:
@@ -70,10 +105,11 @@ def _timestamp(value: Any, where: str) -> datetime:
     if not isinstance(value, str) or not _DATETIME.fullmatch(value):
         raise FeedbackError(f"{where} must be an ISO 8601 date-time with a timezone (e.g. 2026-11-21T10:00:00Z)")
     try:
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
-        raise FeedbackError(f"{where} is not a valid date-time") from None
-    return parsed.astimezone(UTC)
+        # at the ends of the calendar (0001-01-01T00:00:00+14:00, 9999-12-31T23:59:59-14:00) the instant
+        # itself is outside what a datetime holds once in UTC: OverflowError, the same refusal
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise FeedbackError(f"{where} is not a valid date-time (years 0001-9999, in UTC)") from None
 
 
 def _suggestions(value: Any, where: str) -> tuple[str, ...]:

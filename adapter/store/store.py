@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,10 +16,21 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, exists, func, select
 
 from .audit import AuditRow, audit, read_audit, write_audit
-from .db import FEEDBACK_KEY, create_schema, feedback, insert_ignore, issued_cards, jwt_ids, make_engine
+from .db import (
+    FEEDBACK_KEY,
+    create_schema,
+    deployment_secrets,
+    feedback,
+    insert_ignore,
+    issued_cards,
+    jwt_ids,
+    make_engine,
+)
 from .model import Feedback, IssuedCard, canonical_uuid, require_aware
 
 log = logging.getLogger(__name__)
+
+_IN_CHUNK = 500  # uuids per IN (...) query: under every database's limit on bound parameters
 
 # An EHR clock a little ahead of ours must not make a fresh dismissal look like "not yet happened".
 CLOCK_SKEW = timedelta(minutes=5)
@@ -111,8 +123,8 @@ class Store:
     def add_feedback(self, items: list[Feedback]) -> int:
         """Store feedback once per (card, outcome, outcome timestamp); return how many items were new.
 
-        Feedback naming a card this store never recorded is kept too: another replica, or this one
-        before a restart with another database, may have issued it.
+        Whether the cards were issued is not checked here: the service refuses feedback about cards it
+        never issued before storing (`record_feedback` in store/feedback.py).
         """
         if not items:
             return 0
@@ -126,6 +138,17 @@ class Store:
             self._apply_retention(conn, received_at)
         log.info("feedback stored: %d new of %d", new, len(items))
         return new
+
+    def issued(self, card_uuids: list[str]) -> set[str]:
+        """Which of these card uuids (any case) this store recorded as issued, lower-cased."""
+        wanted = sorted({canonical_uuid(u) for u in card_uuids})
+        found: set[str] = set()
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start:start + _IN_CHUNK]
+                found.update(conn.execute(select(issued_cards.c.card_uuid)
+                                          .where(issued_cards.c.card_uuid.in_(chunk))).scalars())
+        return found
 
     def suppressed(self, patient_key: str, verdict: str, now: datetime, days: int) -> bool:
         """True when a card with this verdict for this patient was overridden in the last ``days`` days.
@@ -198,6 +221,17 @@ class Store:
                 conn.execute(delete(jwt_ids).where(jwt_ids.c.expires_at < now - timedelta(hours=1)))
                 self._last_purge = now
         return out
+
+    def deployment_secret(self, name: str) -> bytes:
+        """A random 256-bit secret of this deployment, made the first time it is asked for and the same
+        ever after, for every worker and replica on this database (the first writer's value wins)."""
+        candidate = {"name": name, "value": secrets.token_hex(32), "created_at": datetime.now(UTC)}
+        with self._engine.begin() as conn:
+            if insert_ignore(conn, deployment_secrets, candidate, ["name"]):
+                log.info("deployment secret created: %s", name)
+            value = conn.execute(select(deployment_secrets.c.value)
+                                 .where(deployment_secrets.c.name == name)).scalar_one()
+        return bytes.fromhex(str(value))
 
     def close(self) -> None:
         self._engine.dispose()
