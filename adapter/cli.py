@@ -191,11 +191,11 @@ def serve(
         load_trial(settings.trial)  # a bad AXIOM_TRIAL stops the service here, in one line
     except InputError as exc:
         raise fail(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_json)
     try:
         auth = auth_config(settings)  # the same checks as every worker's create_app, here in one line
     except ValueError as exc:
         raise fail(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_json)  # only once the service will start
     if auth is None:
         typer.secho("WARNING: authentication is OFF (--no-auth). Local sandbox only — never with real patient "
                     "data.", err=True, fg="red", bold=True)

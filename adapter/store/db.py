@@ -84,7 +84,8 @@ feedback = Table(
     "feedback",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    # No foreign key: feedback may name a card issued by another replica or before a restart.
+    # No foreign key: issued cards are purged after their retention before the feedback that names them;
+    # feedback for a card never issued (or no longer kept) is refused before it gets here (store/feedback.py).
     Column("card_uuid", String(36), nullable=False, index=True),
     Column("outcome", String(16), nullable=False),
     Column("outcome_timestamp", UTCDateTime, nullable=False),
