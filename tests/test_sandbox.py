@@ -38,11 +38,12 @@ def test_sandbox_check_shows_the_expected_cards(tmp_path: Path) -> None:
         return "\n".join(lines[start + 1:start + 4])
 
     eligible = card_after("scn-asps-likely-eligible", "likely-eligible")
-    assert 'card: "AXIOM trial (NCT05333458): likely eligible, ASPS cohort"' in eligible
+    assert 'card: "AXIOM: likely eligible — ASPS cohort"' in eligible
     assert "[OK]" in eligible and "not met:" not in eligible
     low = card_after("scn-asps-low-platelets-not-eligible", "not-eligible")
-    assert 'card: "AXIOM trial (NCT05333458): not eligible (platelets)"' in low
-    assert "not met: platelets: 85 K/uL" in low and ">= 100,000 /uL" in low
+    # the summary names the deciding value and the threshold; the failing row names the chart's value
+    assert 'card: "AXIOM: not eligible — platelets 85,000/µL (needs ≥ 100,000/µL)"' in low
+    assert "not met: platelets: 85 K/µL" in low and "≥ 100,000/µL" in low
     assert "sandbox check passed" in out
     # the hook bodies it used are left for curl, and carry fhirServer without prefetch
     body = (tmp_path / "check" / "hooks" / "asps-likely-eligible.json").read_text()

@@ -155,7 +155,8 @@ def test_the_service_uses_axiom_trial_and_names_its_version(tmp_path: Path) -> N
         assert "test-amendment-icinaive" in service["description"]
         (card,) = client.post("/cds-services/axiom-eligibility", json=body).json()["cards"]
     assert "test-amendment-icinaive" in card["detail"]
-    assert "| no-prior-ici |" in card["detail"] and "| prior-ici-progression |" not in card["detail"]
+    # the amended criterion is on the card (by its id's words: the amendment names no label), the old one is not
+    assert "no prior ici" in card["detail"] and "prior ici progression" not in card["detail"]
 
 
 def test_the_service_refuses_to_start_with_a_bad_trial_definition(tmp_path: Path) -> None:

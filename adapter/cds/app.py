@@ -31,6 +31,7 @@ from .deps import require_caller
 from .handlers import install_error_handlers
 from .hook import Service
 from .issuers import AuthConfig, auth_config, testing_only_warning
+from .metrics import Metrics
 from .middleware import GuardMiddleware
 from .replay import ReplayGuard
 from .routes import discovery, feedback, health, hooks
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (discovery.router, hooks.router, feedback.router):  # every CDS call: the EHR's JWT
         app.include_router(router, dependencies=[Depends(require_caller)])
-    app.include_router(health.router)  # open: liveness for orchestrators
+    app.include_router(health.router)  # open: liveness, readiness and /metrics for orchestrators and scrapers
     return app
 
 
@@ -71,7 +72,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # issued cards are needed while an override of them can still suppress a card: twice the period
     store = Store(settings.database_url, card_days=2 * max(settings.suppress_days, 0) + 1,
                   audit_days=settings.audit_days or None, comment_days=settings.feedback_comment_days)
-    app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch))
+    app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch),
+                                metrics=metrics_for(settings, config))
     jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
     app.state.auth = None if config is None else Authenticator(
         list(config.issuers), KeySets(jwks_http), ReplayGuard(store).is_new, config.audience_base,
@@ -88,6 +90,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.service.sessions.close()
     await run_in_threadpool(app.state.service.writer.close)
     await run_in_threadpool(app.state.service.store.close)
+
+
+def metrics_for(settings: Settings, config: AuthConfig | None) -> Metrics:
+    """The metrics, labelled only with the FHIR servers and issuers configured (bounded series)."""
+    issuers = config.issuers if config is not None else ()
+    servers = [*settings.fhir_servers, *(s for i in issuers for s in i.fhir_servers)]
+    return Metrics(servers, [i.iss for i in issuers])
 
 
 def start_warnings(settings: Settings, config: AuthConfig | None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from yarl import URL
 
 from ..engine import evaluate_record, fhir_wanted
+from ..errors import FhirServerError, InputError
 from ..fhir.client import SessionClient, same_server
 from ..fhir.gather import NO_SERVER, GatherStats, gather_record
 from ..fhir.queries import searches
@@ -23,6 +24,7 @@ from ..report.card import card as make_card
 from ..store import AuditRow, IssuedCard, Store
 from ..store.writer import BackgroundWriter
 from ..trials import load_trial
+from .metrics import Metrics
 from .request import HookRequest
 from .settings import Settings
 
@@ -38,6 +40,7 @@ class Service:
     store: Store
     writer: BackgroundWriter[IssuedCard | AuditRow]
     key_secret: bytes = field(init=False, repr=False)
+    metrics: Metrics = field(default_factory=Metrics)  # app.py builds it with the configured labels
 
     def __post_init__(self) -> None:
         self.key_secret = patient_key_secret(self.settings, self.store)
@@ -96,21 +99,31 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
                                settings.fhir_request_timeout_s, retries=settings.fhir_retries, breaker=breaker,
                                max_response_bytes=int(settings.fhir_max_response_mb * 1024 * 1024),
                                max_entries_per_page=settings.fhir_max_entries_per_page)
+        service.metrics.watch_breaker(req.fhir_server, breaker)
     stats = GatherStats()
     wanted = fhir_wanted(trial)
     # server: the base absolute references must have to be this patient's, even when it is not called
-    record = await gather_record(req.patient_id, searches(req.patient_id, wanted, as_of), req.prefetch, client,
-                                 settings.fhir_deadline_s, stats, no_server, wanted=wanted, server=req.fhir_server)
+    called = req.fhir_server if client is not None else None
+    try:
+        record = await gather_record(req.patient_id, searches(req.patient_id, wanted, as_of), req.prefetch, client,
+                                     settings.fhir_deadline_s, stats, no_server, wanted=wanted, server=req.fhir_server)
+    except (FhirServerError, InputError):  # no Patient: a 412 (routes/hooks.py), counted here
+        service.metrics.gathered(stats, issuer, called, patient_failed=True)
+        service.metrics.hook_done("none", "error-412", time.perf_counter() - started)
+        raise
+    service.metrics.gathered(stats, issuer, called, patient_failed=False)
     report = evaluate_record(record, as_of, settings.trial)
     key = service.patient_key(req.fhir_server, req.patient_id)
     cards: list[dict[str, Any]] = []
     issued: list[IssuedCard] = []
     suppressed = False
-    if report.overall != "not-applicable":
+    shown_verdict = report.overall != "not-applicable" and (
+        settings.show_not_eligible or report.overall != "not-eligible")
+    if shown_verdict:
         # an indexed read; WAL readers do not wait for the writer, so it stays on the loop
         suppressed = service.store.suppressed(key, report.overall, datetime.now(UTC), settings.suppress_days)
         if not suppressed:
-            card = make_card(report)
+            card = make_card(report, suppress_days=settings.suppress_days)
             if card is not None:  # None for a deceased patient: no referral
                 issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
                 cards.append(card)
@@ -126,4 +139,6 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
         "cohort": report.cohort, "cards": len(cards), "suppressed": suppressed,
         "prefetched": len(stats.prefetched), "fhir_calls": len(stats.fetched), "fhir_repaired": len(stats.repaired),
         "fhir_failed": len(stats.failed), "fhir_ms": round(stats.seconds * 1000), "total_ms": total_ms})
+    outcome = "card" if cards else "suppressed" if suppressed else "no-card"
+    service.metrics.hook_done(report.overall, outcome, time.perf_counter() - started)
     return {"cards": cards}

@@ -10,6 +10,7 @@ FHIR_JSON = "application/fhir+json"
 # FHIR issue-type codes (http://hl7.org/fhir/issue-type) per HTTP status
 ISSUE_CODE = {400: "invalid", 401: "login", 404: "not-found", 405: "not-supported", 408: "timeout",
               412: "not-found", 413: "too-costly", 415: "not-supported", 422: "processing", 431: "too-costly",
+              503: "transient",
               500: "exception"}
 
 

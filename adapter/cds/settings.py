@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///axiom-cds.db"
     suppress_days: int = Field(30, description="No card for a patient whose card was overridden, unless the "
                                                "verdict changes")
+    show_not_eligible: bool = Field(True, description="Show a card for a patient who fails a criterion: the "
+                                    "clinician learns why not and can correct a chart error behind it")
     audit_days: int = Field(0, ge=0, description="Days audit rows (one per evaluation, with the patient id) are "
                             "kept; 0: for ever — the hospital's retention policy decides")
     feedback_comment_days: int = Field(90, ge=0, description="Days a clinician's free-text feedback comment "
@@ -119,6 +121,8 @@ class Settings(BaseSettings):
     max_request_mb: float = Field(16.0, description="Largest hook request body accepted (413 above)")
     log_json: bool = Field(True, description="JSON log lines (one object per line)")
     log_level: str = "INFO"
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics, without a token "
+                                  "(counts and timings only, no patient data); off: /metrics is 404")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -19,6 +19,8 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str | None = Field(None, description="the requirement in the protocol's words")
+    label: str | None = Field(None, description="the criterion in a clinician's words on the card "
+                                                "(default: its input's label in observations.yaml)")
     window_days: PositiveInt | None = Field(None, description="look-back for its data; default: the trial's")
 
     def inputs(self) -> tuple[str, ...]:

@@ -15,8 +15,10 @@ import re
 import uuid
 from typing import Any
 
-from ..criteria.model import EligibilityReport
+from ..cds.settings import Settings
+from ..criteria.model import CriterionResult, EligibilityReport
 from ..tables import observations
+from ..trials import Trial
 from .text import plain
 
 STATUS_TEXT = {"met": "met", "not-met": "**not met**", "unknown": "unknown", "not-applicable": "n/a"}
@@ -46,42 +48,180 @@ def _cell(text: str | None) -> str:
     return (text or "—").replace("|", "\\|").replace("\n", " ")
 
 
+def plural(n: int, one: str, many: str) -> str:
+    """'1 criterion', '2 criteria'."""
+    return f"{n} {one if n == 1 else many}"
+
+
+# Our own notation made clinical: comparators as symbols, microlitres as µL, ratios to the ULN with two
+# decimals (one precision for every value, no rounding across a limit) and dates whose hyphens never break.
+_RATIO = re.compile(r"(?<=\()(\d+(?:\.\d+)?) x ULN")
+_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_SPACED_MICRO = re.compile(r"(?<=\d) /uL\b")
+_MICRO = re.compile(r"(?<![A-Za-z])uL\b")
+
+
+def clinical(text: str) -> str:
+    """A value, requirement or note in the notation a clinician reads (applied before `md_text`)."""
+    out = _RATIO.sub(lambda m: f"{float(m.group(1)):.2f} × ULN", text)
+    out = out.replace(" x ULN", " × ULN").replace(">=", "≥").replace("<=", "≤")
+    out = _MICRO.sub("µL", _SPACED_MICRO.sub("/µL", out))
+    return _DATE.sub("\\1\u2011\\2\u2011\\3", out)
+
+
+def label(report: EligibilityReport, cid: str) -> str:
+    return criterion_label(report.trial, cid)
+
+
+def criterion_label(trial: Trial, cid: str) -> str:
+    """The criterion in a clinician's words: the trial file's `label`, else the label of the one
+    Observation input it reads (mappings/observations.yaml), else its id."""
+    params = trial.criterion(cid).params
+    if params.label:
+        return params.label
+    own_input = getattr(params, "input", None)  # the kinds that read one Observation input (labs)
+    spec = observations().inputs.get(own_input) if isinstance(own_input, str) else None
+    return spec.label if spec else cid.replace("-", " ")
+
+
+def _missing_labs(report: EligibilityReport) -> list[CriterionResult]:
+    """Lab criteria unknown because the result is absent or stale: ordering the test settles them."""
+    lab_inputs: dict[str, str] = report.trial.card.get("lab_inputs", {})
+    return [c for c in report.criteria
+            if c.id in lab_inputs and c.status == "unknown" and c.missing in ("absent", "stale")]
+
+
+def _value(c: CriterionResult) -> str | None:
+    """The deciding value without its date, when it is a number the summary may show (plain text, ours)."""
+    if not c.observed:
+        return None
+    value = c.observed.split(" = ")[-1]
+    value = clinical(re.sub(r" \([^)]*\)", "", value).split(", ")[0])
+    return value if _NUMBER.fullmatch(value) else None
+
+
+# a number with its unit, optionally after one word ("Karnofsky 60"): what the summary may quote
+_NUMBER = re.compile(r"([A-Za-z]+ )?[<>≤≥]? ?\d[\d.,]* ?[A-Za-z/%µ]{0,8}(\.[0-9]+)?( [A-Za-z/%]{1,8})?")
+
+# a rule's own short note ("pregnancy or breastfeeding documented"), never one quoting chart text
+_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9 ,.≥≤/-]{0,68}")
+
+
+def _finding(report: EligibilityReport, c: CriterionResult) -> str:
+    """One failed criterion as the summary says it: 'platelets 85,000/µL (needs ≥ 100,000/µL)'."""
+    value = _value(c)
+    requirement = clinical(c.requirement)
+    if value and len(requirement) <= 40:
+        return f"{label(report, c.id)} {value} (needs {requirement})"
+    if value:
+        return f"{label(report, c.id)} {value}"
+    note = plain(c.note or "")
+    return note if _WORDS.fullmatch(note) else f"{label(report, c.id)} not met"
+
+
 def summary(report: EligibilityReport) -> str:
+    """< 140 characters, clinical words, the deciding value first. Plain text (CDS Hooks), no chart text
+    beyond a number and its unit."""
     trial = report.trial
     cohort = trial.cohorts[report.cohort].title.split(" (")[0] if report.cohort else None
-    head = f"{trial.short_title} trial ({trial.nct}): {OVERALL_TEXT[report.overall]}"
-    if report.overall == "likely-eligible" and cohort:
-        text = f"{head}, {cohort}"
-    elif report.overall == "not-eligible":
-        failed = [c.id for c in report.criteria if c.status == "not-met"]
-        text = f"{head} ({', '.join(failed)})" if failed else head
+    head = f"{trial.short_title}: {OVERALL_TEXT[report.overall]}"
+    if report.overall == "not-eligible":
+        failed = [c for c in report.criteria if c.status == "not-met"]
+        text = head + (f" — {_finding(report, failed[0])}" if failed else "")
+        if len(failed) > 1:
+            text += f" + {plural(len(failed) - 1, 'other criterion', 'other criteria')}"
     elif report.overall == "needs-review":
-        unknown = sum(c.status == "unknown" for c in report.criteria)
-        text = f"{head}: {unknown} criteria to check" + (f", {cohort}" if cohort else "")
+        labs = _missing_labs(report)
+        others = [c for c in report.criteria if c.status == "unknown" and c not in labs]
+        parts = []
+        if labs:
+            names = [label(report, c.id) for c in labs]
+            parts.append(f"{plural(len(labs), 'lab', 'labs')} missing or stale "
+                         f"({', '.join(names[:3])}{', …' if len(names) > 3 else ''})")
+        if others:
+            parts.append(f"{plural(len(others), 'criterion', 'criteria')} to check "
+                         f"({', '.join(label(report, c.id) for c in others)})")
+        text = head + (f" ({cohort})" if cohort else "") + (" — " + "; ".join(parts) if parts else "")
+    elif cohort:
+        text = f"{head} — {cohort}"
     else:
         text = head
-    return text if len(text) < SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 2] + "…"
+    text = plain(text)
+    return text if len(text) < SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 2].rstrip(" ,;(") + "…"
+
+
+def _settle(report: EligibilityReport, c: CriterionResult) -> str:
+    """What would turn an unknown into met or not met (our words)."""
+    if c.missing == "unavailable":
+        return "open the card again when the EHR's FHIR server answers"
+    if c.missing in ("absent", "stale"):
+        lab_inputs: dict[str, str] = report.trial.card.get("lab_inputs", {})
+        spec = observations().inputs.get(lab_inputs.get(c.id, ""))
+        return f"a new {spec.label if spec else label(report, c.id)} (last {report.trial.window(c.id)} days)"
+    return "a coded entry in the chart, or the study team's review"
+
+
+def _patient(c: CriterionResult) -> str:
+    """Observed value and note, each once (a stale note already names the value and its date)."""
+    shown = [t for t in (c.observed, c.note) if t]
+    if c.observed and c.note and c.observed in c.note:
+        shown = [c.note]
+    return " — ".join(md_text(clinical(t)) for t in shown) or "—"
 
 
 def detail(report: EligibilityReport) -> str:
-    rows = ["| Criterion | Requirement | Patient | Status |", "|---|---|---|---|"]
-    for c in report.criteria:
-        shown = [md_text(t) for t in (c.observed, c.note if c.status != "met" else None) if t]
-        patient = " — ".join(filter(None, shown)) or "—"
-        rows.append(f"| {c.id} | {_cell(c.requirement)} | {patient} | {STATUS_TEXT[c.status]} |")
-    checklist = [f"- [ ] {a.text}" for a in report.trial.attestations]
-    parts = [
-        f"**{OVERALL_TEXT[report.overall].capitalize()}** for {report.trial.title}"
-        + (f" — {report.trial.cohorts[report.cohort].title}." if report.cohort else "."),
-        "\n".join(rows),
-        "**Confirm with the patient (not in the chart):**\n" + "\n".join(checklist),
-        *(["**Data notes:**\n" + "\n".join(f"- {md_text(n)}" for n in report.data_notes)]
-          if report.data_notes else []),
-        f"Trial record version {report.trial.version} ({report.trial.record_source}). "
-        f"Evaluated on {report.as_of.isoformat()} from structured chart data; unknown means the chart "
-        "does not say, not that the patient fails.",
-    ]
+    """Decisive rows first: not met, then unknown with what would settle each, then met with a caveat
+    (each caveat once); the plain met and the not-applicable criteria folded into one line each. A
+    not-eligible card folds every met criterion: its caveats matter once the failure is corrected, and
+    the card is evaluated again then."""
+    eligible = report.overall != "not-eligible"
+    failed = [c for c in report.criteria if c.status == "not-met"]
+    unknown = [c for c in report.criteria if c.status == "unknown"]
+    caveated = [c for c in report.criteria if c.status == "met" and c.note and eligible]
+    plain_met = [c for c in report.criteria if c.status == "met" and c not in caveated]
+    not_applicable = [c for c in report.criteria if c.status == "not-applicable"]
+    cohort = report.trial.cohorts[report.cohort].title.split(" (")[0] if report.cohort else None
+    parts = [f"**{OVERALL_TEXT[report.overall].capitalize()}** for {report.trial.short_title} ({report.trial.nct})"
+             + (f" — {cohort}." if cohort else ".")]
+    if failed or unknown:
+        rows = ["| Criterion | Needs | Patient | Status |", "|---|---|---|---|"]
+        rows += [f"| {_cell(label(report, c.id))} | {_cell(clinical(c.requirement))} | {_patient(c)} "
+                 f"| {STATUS_TEXT[c.status]} |" for c in failed]
+        rows += [f"| {_cell(label(report, c.id))} | {_cell(clinical(c.requirement))} | {_patient(c)}; "
+                 f"to settle: {_settle(report, c)} | {STATUS_TEXT[c.status]} |" for c in unknown]
+        parts.append("\n".join(rows))
+    if caveated:
+        by_note: dict[str, list[CriterionResult]] = {}
+        for c in caveated:
+            by_note.setdefault(c.note or "", []).append(c)
+        lines = [", ".join(f"{label(report, c.id)} {md_text(clinical(c.observed or ''))}".rstrip() for c in cs)
+                 + f" — {md_text(clinical(note))}" for note, cs in by_note.items()]
+        parts.append(f"**Met, with {'a note' if len(lines) == 1 else 'notes'} to read:**\n"
+                     + "\n".join(f"- {line}" for line in lines))
+    folded = []
+    if plain_met:
+        folded.append("**Also met:** " + ", ".join(label(report, c.id) for c in plain_met) + ".")
+    if not_applicable:
+        folded.append("**Not applicable:** " + ", ".join(
+            label(report, c.id) + (f" ({md_text(c.note)})" if c.note else "") for c in not_applicable) + ".")
+    if folded:
+        parts.append("  \n".join(folded))
+    if eligible and report.trial.attestations:
+        parts.append("**Confirm with the patient (not in the chart):**\n"
+                     + "\n".join(f"- [ ] {a.text}" for a in report.trial.attestations))
+    if report.data_notes:
+        parts.append("**Data notes:**\n" + "\n".join(f"- {md_text(n)}" for n in report.data_notes))
+    parts.append(f"Evaluated on {report.as_of.isoformat()} from structured chart data (trial record version "
+                 f"{report.trial.version}). Unknown means the chart does not say, not that the patient fails.")
     return "\n\n".join(parts)
+
+
+def _dismiss_note(suppress_days: int | None) -> str:
+    """How long dismissing with a reason hides the card (settings.suppress_days; the service's default)."""
+    if suppress_days is None:
+        suppress_days = int(Settings.model_fields["suppress_days"].default)
+    return (f"Dismissing this card with a reason hides it for {plural(suppress_days, 'day', 'days')}, "
+            "unless the verdict changes.")
 
 
 def _referral(report: EligibilityReport) -> dict[str, Any]:
@@ -132,7 +272,7 @@ def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
     }
 
 
-def card(report: EligibilityReport) -> dict[str, Any] | None:
+def card(report: EligibilityReport, suppress_days: int | None = None) -> dict[str, Any] | None:
     """The card for this report; None when the trial does not apply (no sarcoma) or the patient is
     deceased (DESIGN.md: a deceased patient gets no referral, and no card suggesting one)."""
     if report.overall == "not-applicable" or report.deceased:
@@ -145,7 +285,7 @@ def card(report: EligibilityReport) -> dict[str, Any] | None:
         "uuid": str(uuid.uuid4()),
         "summary": summary(report),
         "indicator": "info",
-        "detail": detail(report),
+        "detail": detail(report) + "\n\n" + _dismiss_note(suppress_days),
         "source": {"label": spec["source_label"], "url": report.trial.url, "topic": dict(spec["topic"])},
     }
     if suggestions:

@@ -233,6 +233,12 @@ class Store:
                                  .where(deployment_secrets.c.name == name)).scalar_one()
         return bytes.fromhex(str(value))
 
+    def ping(self) -> None:
+        """Read one of the service's tables; raises (SQLAlchemyError) when the database cannot answer.
+        A table rather than `SELECT 1`: a SQLite file replaced by something else still answers that."""
+        with self._engine.connect() as conn:
+            conn.execute(select(func.count()).select_from(deployment_secrets)).scalar()
+
     def close(self) -> None:
         self._engine.dispose()
 

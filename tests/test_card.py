@@ -1,0 +1,132 @@
+"""The card a clinician reads in two seconds (issue 11): the summary names the deciding finding in
+clinical words, the detail leads with what decides, and the actions fit the verdict.
+
+Built from the demo fixtures (tests/fixtures, generated for tests.helpers.AS_OF), each designed for one
+verdict; the thresholds quoted are the trial file's (mappings/trials/axiom.yaml).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from adapter.cds.app import create_app
+from adapter.criteria.model import EligibilityReport
+from adapter.engine import evaluate_bundle
+from adapter.report.card import SUMMARY_LIMIT, card
+from adapter.synth import fhir
+from tests.card_validator import assert_valid_response
+from tests.helpers import AS_OF, PID, asps
+from tests.service_server import service_settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CHECKLIST = "- [ ] "
+Json = dict[str, Any]
+
+
+def report_of(name: str) -> EligibilityReport:
+    return evaluate_bundle((FIXTURES / f"{name}.json").read_bytes(), AS_OF)
+
+
+def card_of(name: str, **kw: Any) -> Json:
+    shown = card(report_of(name), **kw)
+    assert shown is not None, name
+    assert_valid_response({"cards": [shown]})
+    return shown
+
+
+def test_a_not_eligible_summary_names_the_value_and_the_threshold() -> None:
+    """Platelets 85 K/uL fail the protocol's >= 100,000/uL: the summary says so in those words."""
+    shown = card_of("asps-low-platelets-not-eligible")
+    assert shown["summary"] == "AXIOM: not eligible — platelets 85,000/µL (needs ≥ 100,000/µL)"
+    assert len(shown["summary"]) < SUMMARY_LIMIT
+
+
+def test_a_not_eligible_card_leads_with_the_failure_and_folds_the_rest() -> None:
+    """The one failing criterion is the table's only row; the 15 met ones are named on one line; and
+    there is no attestation checklist and no referral for a patient who fails a criterion."""
+    shown = card_of("asps-low-platelets-not-eligible")
+    detail = shown["detail"]
+    table = [line for line in detail.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table) == 2 and table[1].startswith("| platelets |") and table[1].endswith("| **not met** |")
+    also = next(line for line in detail.splitlines() if line.startswith("**Also met:**"))
+    assert "ANC" in also and "age" in also and "platelets" not in also
+    assert len(detail.splitlines()) < 17, "well under the old 17-row table"
+    assert CHECKLIST not in detail
+    assert not [s for s in shown.get("suggestions", []) if s["label"].startswith("Refer")]
+
+
+def test_a_needs_review_card_says_what_would_settle_each_unknown() -> None:
+    """Nine labs absent: each row says the result that would settle it within the trial's 28-day window,
+    the summary counts them, and "Order missing labs" offers the panels that cover them."""
+    shown = card_of("asps-missing-labs-needs-review")
+    assert shown["summary"].startswith("AXIOM: needs review (ASPS cohort) — 9 labs missing or stale")
+    unknown_rows = [line for line in shown["detail"].splitlines() if line.endswith("| unknown |")]
+    assert len(unknown_rows) == 9
+    for row in unknown_rows:
+        assert "to settle: a new " in row and "(last 28 days)" in row, row
+    assert "to settle: a new platelet count (last 28 days)" in shown["detail"]
+    assert "to settle: a new serum creatinine (last 28 days)" in shown["detail"]
+    (orders,) = [s for s in shown["suggestions"] if s["label"] == "Order missing labs"]
+    assert len(orders["actions"]) == 2  # CBC and CMP
+    assert CHECKLIST in shown["detail"], "the patient may be eligible: the checklist is shown"
+
+
+def test_a_stale_value_is_shown_once() -> None:
+    """A lab older than the window is unknown; its row shows the old value and date once, not twice."""
+    detail = card_of("asps-stale-labs-needs-review")["detail"]
+    row = next(line for line in detail.splitlines() if line.startswith("| platelets |"))
+    assert row.count("245 K/µL") == 1 and row.count("2026\u201109\u201122") == 1, row
+
+
+def test_the_gilbert_allowance_is_shown_exactly_once() -> None:
+    """Bilirubin 2.5 x ULN passes only under the Gilbert allowance (<= 3 x ULN): a likely-eligible card
+    shows that caveat once, next to the bilirubin value, and ratios with one precision."""
+    shown = card_of("gilbert-bilirubin")
+    assert shown["summary"] == "AXIOM: likely eligible — ASPS cohort"
+    detail = shown["detail"]
+    assert detail.count("Gilbert syndrome documented") == 1
+    line = next(line for line in detail.splitlines() if "Gilbert syndrome documented" in line)
+    assert line.startswith("- bilirubin 3 mg/dL") and "(2.50 × ULN)" in line and "limit 3 × ULN" in line
+    assert "0.525" not in detail and "(0.53 × ULN)" in detail
+    assert detail.count("liver metastases documented") == 1, "AST and ALT share one liver-metastasis caveat"
+    assert CHECKLIST in detail
+
+
+def test_other_caveats_behind_met_rows_reach_the_card() -> None:
+    """Undetectable HIV viral load is met but asks to confirm effective ART; a creatinine above 1.5 x ULN
+    passes on the Cockcroft-Gault branch, which the card names."""
+    assert "confirm the patient is on effective ART" in card_of("hiv-undetectable")["detail"]
+    assert "Cockcroft-Gault branch met" in card_of("renal-cg-branch")["detail"]
+
+
+@pytest.mark.parametrize(("days", "said"), [(None, "30 days"), (1, "1 day"), (7, "7 days")])
+def test_the_card_says_how_long_dismiss_hides_it(days: int | None, said: str) -> None:
+    """Dismissing with a reason hides the card for the service's suppress_days (default 30)."""
+    kw = {} if days is None else {"suppress_days": days}
+    assert f"hides it for {said}, unless the verdict changes" in card_of("gilbert-bilirubin", **kw)["detail"]
+
+
+def _child_hook() -> Json:
+    """A 10-year-old with ASPS: not eligible on age (>= 12 years)."""
+    patient = fhir.patient(PID, "2016-05-02", "female")
+    conditions = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": asps()}]}
+    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": PID},
+            "prefetch": {"patient": patient, "conditions": conditions}}
+
+
+@pytest.mark.parametrize(("show", "cards"), [(True, 1), (False, 0)])
+def test_whether_not_eligible_cards_are_shown_is_a_setting(tmp_path: Path, show: bool, cards: int) -> None:
+    """Shown by default (the clinician learns why not and can correct the chart); off, no card."""
+    with TestClient(create_app(service_settings(tmp_path, show_not_eligible=show))) as client:
+        response = client.post("/cds-services/axiom-eligibility", json=_child_hook())
+    assert response.status_code == 200
+    shown = response.json()["cards"]
+    assert len(shown) == cards
+    if shown:
+        assert shown[0]["summary"].startswith("AXIOM: not eligible — age 10 years (needs ≥ 12 years)")
+        assert "hides it for 30 days" in shown[0]["detail"]
