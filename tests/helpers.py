@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import date, timedelta
 from typing import Any
 
@@ -42,3 +43,13 @@ def evaluate(*resources: dict[str, Any], birth_date: str | None = "1990-05-02", 
     """Evaluate the test patient with these resources (serialised to bytes, as the CLI reads them)."""
     bundle = fhir.bundle([fhir.patient(PID, birth_date, gender), *resources])
     return evaluate_bundle(orjson.dumps(bundle), as_of)
+
+
+def stop(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
+    """Stop a server process started by a test: SIGTERM, then SIGKILL if it does not exit in time."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace_s)

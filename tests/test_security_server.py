@@ -38,6 +38,7 @@ from sqlalchemy import create_engine, text
 
 from adapter.fhir_sandbox import free_port
 from tests.fhir_server import FhirTestServer
+from tests.helpers import stop
 from tests.service_server import AS_OF, ServiceServer, running_service, service_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,12 +128,7 @@ def serving(workdir: Path, **extra: str) -> Iterator[Served]:
             time.sleep(0.1)
         yield served
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from adapter.cli import app as cli_app
 from adapter.fhir_sandbox import free_port
 from tests.card_validator import assert_valid_response
 from tests.fhir_server import FhirTestServer
+from tests.helpers import stop
 
 pytestmark = pytest.mark.wheel
 
@@ -286,12 +287,7 @@ def serving(installed: Installed, workdir: Path) -> Iterator[str]:
             raise AssertionError(f"serve did not start:\n{log.read().decode(errors='replace')[-3000:]}")
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process)
         log.close()
 
 
