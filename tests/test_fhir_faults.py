@@ -64,12 +64,6 @@ LABS = "date=ge"  # only the (merged) labs search has a date floor
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0, trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def patient(fhir_server: FhirTestServer) -> Iterator[str]:
     with fhir_server.loaded(fixture_bundle(NAME)):
         yield PID

@@ -38,12 +38,6 @@ SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0, trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def patient(fhir_server: FhirTestServer) -> Iterator[str]:
     """The likely-eligible ASPS fixture under a unique id, loaded in the FHIR server."""
     bundle: Json = json.loads(FIXTURE.read_text())

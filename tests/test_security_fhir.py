@@ -191,12 +191,6 @@ def service(cds_service_factory: Callable[..., ServiceServer], ehr: StubFhir) ->
     return cds_service_factory(fhir_servers=[ehr.base_url])
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0, trust_env=False) as client:
-        yield client
-
-
 def hook(fhir_server: str | None, *, prefetch: Json | None = None, token: str | None = TOKEN) -> Json:
     body: Json = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": PID}}
     if fhir_server is not None:

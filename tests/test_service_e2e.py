@@ -99,12 +99,6 @@ def renamed(bundle: Json, old: str, new: str) -> Json:
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0, trust_env=False) as client:  # no proxy for 127.0.0.1
-        yield client
-
-
-@pytest.fixture(scope="module")
 def loaded(fhir_server: FhirTestServer) -> Iterator[None]:
     """Every fixture patient in the FHIR server at once (once per module), so searches have others to skip."""
     bundles = [fixture_bundle(p.stem) for p in FIXTURES]
