@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import cache
 
 import orjson
 
@@ -23,11 +24,13 @@ def longest_window(definition: Trial) -> int:
     return max(definition.lookback_windows())
 
 
+@cache
 def lookback_days(definition: Trial) -> int:
     """How far back windowed Observations are read at all, in every mode."""
     return longest_window(definition) + STALE_MARGIN_DAYS
 
 
+@cache
 def fhir_wanted(definition: Trial) -> Wanted:
     """What the FHIR layer is asked to find for this trial (it knows nothing of criteria): every mapped
     Observation code, each search's codes (mappings/observations.yaml `search`; informative inputs are

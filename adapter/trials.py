@@ -137,7 +137,7 @@ class Attestation:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: what is derived from it is cached
 class Trial:
     id: str
     nct: str
