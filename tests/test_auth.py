@@ -206,6 +206,21 @@ async def test_tenant_must_match_when_configured(jwks_route: Any) -> None:
         await auth.verify(f"Bearer {token()}", PATH)
 
 
+async def test_epic_style_token_sub_is_the_registered_client_id_and_nbf_is_honoured(jwks_route: Any) -> None:
+    """Epic signs RS384 with sub = the client id the service is registered under, and sends nbf."""
+    auth = authenticator(client_id="epic-client-123")
+    now = int(time.time())
+    epic = {"sub": "epic-client-123", "nbf": now}
+    await auth.verify(f"Bearer {token(epic, key=RSA_KEY, alg='RS384', kid='rsa1')}", PATH)
+    with pytest.raises(AuthError, match="client id"):
+        await auth.verify(f"Bearer {token({'sub': 'another-app'}, key=RSA_KEY, alg='RS384', kid='rsa1')}", PATH)
+    with pytest.raises(AuthError, match="client id"):
+        await auth.verify(f"Bearer {token(key=RSA_KEY, alg='RS384', kid='rsa1')}", PATH)
+    with pytest.raises(AuthError, match="signature or claims"):  # not valid before an hour from now
+        await auth.verify(f"Bearer {token({**epic, 'nbf': now + 3600}, key=RSA_KEY, alg='RS384', kid='rsa1')}",
+                          PATH)
+
+
 async def test_key_set_is_cached_and_refetched_for_a_new_kid_at_a_bounded_rate() -> None:
     new_key = ec.generate_private_key(ec.SECP384R1())
     rotated = {"keys": [*JWKS["keys"], jwk(new_key, "ec2", "ES384")]}

@@ -230,7 +230,7 @@ def test_the_documented_issuer_example_accepts_sandbox_style_tokens_from_its_jwk
     def signed(jku: str, key: Any = KEY) -> dict[str, str]:
         now = int(time.time())
         claims = {"iss": ehr["iss"], "aud": public + DISCOVERY, "iat": now, "exp": now + 300,
-                  "jti": str(uuid.uuid4()), "tenant": ehr.get("tenant")}
+                  "jti": str(uuid.uuid4()), "tenant": ehr.get("tenant"), "sub": ehr.get("client_id")}
         return bearer(jwt.encode(claims, key, algorithm="ES384", headers={"kid": "k1", "typ": "JWT", "jku": jku}))
 
     with respx.mock(assert_all_called=False) as mock:

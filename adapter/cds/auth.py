@@ -43,6 +43,7 @@ class TrustedIssuer:
     jwks: dict[str, Any] | None = None  # an inline key set, instead of or besides jwks_url
     allowed_jku: tuple[str, ...] = ()
     tenant: str | None = None
+    client_id: str | None = None  # required `sub` (Epic: the client id the service is registered under)
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     fhir_servers: tuple[str, ...] = ()  # the FHIR servers its hooks may name; () = the service-wide list
     testing_only: bool = False  # anyone can sign as this issuer (a published private key): warned at start
@@ -129,7 +130,8 @@ def issuers_from_settings(configured: list[Any], presets: list[str],
     if unknown:
         raise ValueError(f"unknown issuer presets {unknown}; known: {sorted(known_presets)}")
     return [*(TrustedIssuer(iss=c.iss, jwks_url=c.jwks_url, jwks=c.jwks, allowed_jku=tuple(c.allowed_jku),
-                            tenant=c.tenant, algorithms=tuple(c.algorithms), fhir_servers=tuple(c.fhir_servers))
+                            tenant=c.tenant, client_id=c.client_id,
+                            algorithms=tuple(c.algorithms), fhir_servers=tuple(c.fhir_servers))
               for c in configured),
             *(known_presets[p] for p in presets)]
 
@@ -191,6 +193,8 @@ class Authenticator:
             raise AuthError(f"token lifetime over {self._max_lifetime} s")
         if issuer.tenant is not None and claims.get("tenant") != issuer.tenant:
             raise AuthError("tenant does not match")
+        if issuer.client_id is not None and claims.get("sub") != issuer.client_id:
+            raise AuthError("sub is not the registered client id")
         key = await self._key(issuer, header)
         alg = str(header.get("alg"))
         try:

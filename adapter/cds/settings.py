@@ -56,6 +56,8 @@ class IssuerConfig(BaseModel):
     jwks: dict[str, Any] | None = None
     allowed_jku: list[str] = Field(default_factory=list)
     tenant: str | None = None
+    client_id: str | None = Field(None, description="Required `sub` claim: the client id the EHR registered this "
+                                  "service under (Epic signs its CDS Hooks JWTs with sub = client id)")
     algorithms: list[str] = Field(default_factory=lambda: ["ES384", "RS384"])
     fhir_servers: list[FhirBase] = Field(default_factory=list, description="FHIR base URLs this EHR's hooks may "
                                          "name as fhirServer; replaces AXIOM_FHIR_SERVERS for it")

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Response
 
 from ...engine import fhir_wanted
 from ...fhir.queries import prefetch_templates
-from ...trials import load_trial
+from ...fhir.scopes import read_types, smart_scopes
+from ...trials import Trial, load_trial
 from ..deps import get_settings
 from ..request import HOOK
 from ..settings import Settings
@@ -23,6 +24,13 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+def usage_requirements(trial: Trial) -> str:
+    """What the EHR must grant the service's FHIR token, from the searches it makes."""
+    types = read_types(fhir_wanted(trial))
+    return (f"Read access to {', '.join(types[:-1])} and {types[-1]}: SMART scopes "
+            f"{' '.join(smart_scopes(types))} (v1: {' '.join(smart_scopes(types, 1))}).")
+
+
 def discovery(settings: Settings) -> dict[str, Any]:
     trial = load_trial(settings.trial)
     return {"services": [{
@@ -33,8 +41,7 @@ def discovery(settings: Settings) -> dict[str, Any]:
                         f"({trial.nct}, trial record {trial.version}) and suggests a referral when the "
                         "patient may be eligible; shows nothing for patients without a sarcoma."),
         "prefetch": prefetch_templates(fhir_wanted(trial)),
-        "usageRequirements": ("Read access to Patient, Condition, Observation, MedicationStatement, "
-                              "MedicationRequest and MedicationAdministration (patient/*.read)."),
+        "usageRequirements": usage_requirements(trial),
     }]}
 
 
