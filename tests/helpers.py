@@ -53,3 +53,21 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(grace_s)
+
+
+# The card's decisive sections: a list each, "- **label:** patient — needs requirement[; to settle: …]".
+CARD_SECTIONS = {"**Not met:**": "not-met", "**Unknown — what would settle it:**": "unknown"}
+
+
+def decisive_rows(detail: str) -> dict[str, tuple[str, str]]:
+    """The card's decisive criteria as its Markdown source has them: label → (status, whole line)."""
+    out: dict[str, tuple[str, str]] = {}
+    section = None
+    for line in detail.splitlines():
+        if line in CARD_SECTIONS:
+            section = CARD_SECTIONS[line]
+        elif section and line.startswith("- **") and ":** " in line:
+            out[line[4:line.index(":** ")]] = (section, line)
+        else:
+            section = None
+    return out

@@ -47,12 +47,15 @@ def test_a_not_eligible_summary_names_the_value_and_the_threshold() -> None:
 
 
 def test_a_not_eligible_card_leads_with_the_failure_and_folds_the_rest() -> None:
-    """The one failing criterion is the table's only row; the 15 met ones are named on one line; and
+    """The one failing criterion is the only decisive row; the 15 met ones are named on one line; and
     there is no attestation checklist and no referral for a patient who fails a criterion."""
     shown = card_of("asps-low-platelets-not-eligible")
     detail = shown["detail"]
-    table = [line for line in detail.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(table) == 2 and table[1].startswith("| platelets |") and table[1].endswith("| **not met** |")
+    rows = [line for line in detail.splitlines() if line.startswith("- **")]
+    assert detail.count("**Not met:**\n") == 1 and "**Unknown" not in detail
+    assert len(rows) == 1 and rows[0].startswith("- **platelets:** 85 K/µL (2026\u201111\u201114)"), rows
+    assert rows[0].endswith(" — needs ≥ 100,000/µL"), rows
+    assert "|" not in detail, "no Markdown table: EHRs that show Markdown as text read lists well"
     also = next(line for line in detail.splitlines() if line.startswith("**Also met:**"))
     assert "ANC" in also and "age" in also and "platelets" not in also
     assert len(detail.splitlines()) < 17, "well under the old 17-row table"
@@ -65,7 +68,8 @@ def test_a_needs_review_card_says_what_would_settle_each_unknown() -> None:
     the summary counts them, and "Order missing labs" offers the panels that cover them."""
     shown = card_of("asps-missing-labs-needs-review")
     assert shown["summary"].startswith("AXIOM: needs review (ASPS cohort) — 9 labs missing or stale")
-    unknown_rows = [line for line in shown["detail"].splitlines() if line.endswith("| unknown |")]
+    unknown_rows = [line for line in shown["detail"].split("**Unknown — what would settle it:**\n")[1]
+                    .split("\n\n")[0].splitlines()]
     assert len(unknown_rows) == 9
     for row in unknown_rows:
         assert "to settle: a new " in row and "(last 28 days)" in row, row
@@ -79,7 +83,7 @@ def test_a_needs_review_card_says_what_would_settle_each_unknown() -> None:
 def test_a_stale_value_is_shown_once() -> None:
     """A lab older than the window is unknown; its row shows the old value and date once, not twice."""
     detail = card_of("asps-stale-labs-needs-review")["detail"]
-    row = next(line for line in detail.splitlines() if line.startswith("| platelets |"))
+    row = next(line for line in detail.splitlines() if line.startswith("- **platelets:**"))
     assert row.count("245 K/µL") == 1 and row.count("2026\u201109\u201122") == 1, row
 
 

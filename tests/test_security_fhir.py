@@ -214,14 +214,21 @@ def card_of(response: httpx.Response) -> Json:
 
 
 def row(card: Json, criterion: str) -> str:
-    """The card's table row of one criterion (patient cell and status), as text."""
+    """The card's line of one decisive criterion (its value and what it needs), as text."""
     detail: str = card["detail"]
-    (line,) = [line for line in detail.splitlines() if line.startswith(f"| {criterion} |")]
+    (line,) = [line for line in detail.splitlines() if line.startswith(f"- **{criterion}:**")]
     return line
 
 
 def status_in_card(card: Json, criterion: str) -> str:
-    return row(card, criterion).rstrip(" |").rsplit("|", 1)[1].strip().strip("*")
+    """The status of a decisive criterion: the section its line is in."""
+    section = ""
+    for line in card["detail"].splitlines():
+        if line.startswith("**"):
+            section = {"**Not met:**": "not met", "**Unknown — what would settle it:**": "unknown"}.get(line, "")
+        elif line.startswith(f"- **{criterion}:**"):
+            return section
+    raise AssertionError(f"{criterion} is not a decisive row of the card")
 
 
 def audit_rows(service: ServiceServer) -> list[Json]:

@@ -50,7 +50,8 @@ PREFETCH_KEYS = {"patient", "labs", "performance", "history", "conditions", "med
 LAB_CRITERIA = ("anc", "platelets", "hemoglobin", "total-bilirubin", "ast", "alt", "renal-function", "albumin",
                 "sodium")
 VERDICT_TEXT = {"likely-eligible": "likely eligible", "not-eligible": "not eligible", "needs-review": "needs review"}
-STATUS_CELL = {"met": "met", "**not met**": "not-met", "unknown": "unknown", "n/a": "not-applicable"}
+# The card's decisive sections (a list each: "- **label:** patient — needs requirement[; to settle: …]").
+SECTIONS = {"**Not met:**": "not-met", "**Unknown — what would settle it:**": "unknown"}
 # tests/fixtures/README.md: the verdict each hand-designed scenario was built to produce
 DESIGNED_VERDICT = {
     "asps-likely-eligible": "likely-eligible", "asps-si-units-likely-eligible": "likely-eligible",
@@ -213,8 +214,8 @@ def _shown(text: str) -> str:
 
 
 def card_rows(card: Json) -> dict[str, tuple[str, str, str]]:
-    """Every criterion on the card: id → (requirement, patient text, status). The table's rows (not met,
-    unknown) carry all three; a met criterion with a note is a list item (its value and note); the plain
+    """Every criterion on the card: id → (requirement, patient text, status). The decisive lists (not
+    met, unknown) carry all three; a met criterion with a note is a list item (its value and note); the plain
     met and the not-applicable criteria are named on one line each (their label only)."""
     labels = {criterion_label(trial(), cid): cid for cid in trial().criterion_ids}
     rows: dict[str, tuple[str, str, str]] = {}
@@ -223,11 +224,18 @@ def card_rows(card: Json) -> dict[str, tuple[str, str, str]]:
         assert cid not in rows, f"criterion {cid} appears twice in the card"
         rows[cid] = row
 
+    section = None
     for line in card["detail"].splitlines():
-        cells = [_shown(c) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if len(cells) == 4 and cells[0] not in ("Criterion", "---"):
-            add(labels[cells[0]], (cells[1], cells[2], STATUS_CELL[cells[3]]))
-        elif line.startswith("- ") and not line.startswith("- [ ]") and " — " in line:
+        if line in SECTIONS:
+            section = SECTIONS[line]
+            continue
+        decisive = re.fullmatch(r"- \*\*(.+?):\*\* (.*) — needs (.*?)(?:; to settle: .*)?", line)
+        if section and decisive:
+            name, patient, requirement = (_shown(g) for g in decisive.groups())
+            add(labels[name], (requirement, patient, section))
+        elif not line.startswith("- "):
+            section = None
+        if section is None and line.startswith("- ") and not line.startswith("- [ ]") and " — " in line:
             for name, cid in labels.items():  # "- AST 24 U/L …, ALT 21 U/L … — the note they share"
                 if re.search(rf"(^- |, ){re.escape(name)} ", line):
                     add(cid, ("", _shown(line[2:]), "met"))

@@ -21,7 +21,8 @@ from ..tables import observations
 from ..trials import Trial
 from .text import plain
 
-STATUS_TEXT = {"met": "met", "not-met": "**not met**", "unknown": "unknown", "not-applicable": "n/a"}
+# Lists only, no tables: EHR card renderers that show Markdown as text (or drop tables) still read well.
+SETTLE = "; to settle: "
 OVERALL_TEXT = {"likely-eligible": "likely eligible", "needs-review": "needs review",
                 "not-eligible": "not eligible"}
 SUMMARY_LIMIT = 140
@@ -41,11 +42,6 @@ def md_text(text: str) -> str:
     out = _INLINE.sub(lambda m: "\\" + m.group(0), plain(text))
     start = _BLOCK_START.match(out)
     return out[: start.end() - 1] + "\\" + out[start.end() - 1:] if start else out
-
-
-def _cell(text: str | None) -> str:
-    """Our own text (the trial's requirement) in a table cell: pipes escaped, one line."""
-    return (text or "—").replace("|", "\\|").replace("\n", " ")
 
 
 def plural(n: int, one: str, many: str) -> str:
@@ -183,13 +179,14 @@ def detail(report: EligibilityReport) -> str:
     cohort = report.trial.cohorts[report.cohort].title.split(" (")[0] if report.cohort else None
     parts = [f"**{OVERALL_TEXT[report.overall].capitalize()}** for {report.trial.short_title} ({report.trial.nct})"
              + (f" — {cohort}." if cohort else ".")]
-    if failed or unknown:
-        rows = ["| Criterion | Needs | Patient | Status |", "|---|---|---|---|"]
-        rows += [f"| {_cell(label(report, c.id))} | {_cell(clinical(c.requirement))} | {_patient(c)} "
-                 f"| {STATUS_TEXT[c.status]} |" for c in failed]
-        rows += [f"| {_cell(label(report, c.id))} | {_cell(clinical(c.requirement))} | {_patient(c)}; "
-                 f"to settle: {_settle(report, c)} | {STATUS_TEXT[c.status]} |" for c in unknown]
-        parts.append("\n".join(rows))
+    if failed:
+        parts.append("**Not met:**\n" + "\n".join(
+            f"- **{md_text(label(report, c.id))}:** {_patient(c)} — needs {md_text(clinical(c.requirement))}"
+            for c in failed))
+    if unknown:
+        parts.append("**Unknown — what would settle it:**\n" + "\n".join(
+            f"- **{md_text(label(report, c.id))}:** {_patient(c)} — needs {md_text(clinical(c.requirement))}"
+            f"{SETTLE}{md_text(_settle(report, c))}" for c in unknown))
     if caveated:
         by_note: dict[str, list[CriterionResult]] = {}
         for c in caveated:
