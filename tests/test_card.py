@@ -134,3 +134,56 @@ def test_whether_not_eligible_cards_are_shown_is_a_setting(tmp_path: Path, show:
     if shown:
         assert shown[0]["summary"].startswith("AXIOM: not eligible — age 10 years (needs ≥ 12 years)")
         assert "hides it for 30 days" in shown[0]["detail"]
+
+
+# --------------------------------------------------------------------------- the study team (site settings)
+
+TEAM = {"name": "Sarcoma Research Team", "site": "Example Cancer Center, clinic 4", "phone": "+1 555 0100",
+        "performer": "PractitionerRole/sarcoma-rn"}
+
+
+def test_the_referral_names_the_configured_study_team_and_its_contact() -> None:
+    """A likely-eligible patient: the referral goes to the site's study team (its PractitionerRole as the
+    ServiceRequest's performer), and the card says whom to call and that the cohort and site enrol."""
+    from adapter.report.referral import StudyTeam
+    shown = card_of("asps-likely-eligible", team=StudyTeam(**TEAM))
+    (referral,) = [s for s in shown["suggestions"] if s["label"].startswith("Refer")]
+    assert referral["label"] == "Refer to the AXIOM study team (Sarcoma Research Team)"
+    request = referral["actions"][0]["resource"]
+    assert request["performer"] == [{"reference": "PractitionerRole/sarcoma-rn", "display": "Sarcoma Research Team"}]
+    assert "+1 555 0100" in request["note"][0]["text"]
+    line = next(x for x in shown["detail"].splitlines() if x.startswith("**Recruitment:**"))
+    assert "ASPS cohort open in the trial record" in line and "recruiting at this site" in line
+    assert "Example Cancer Center, clinic 4" in line and "+1 555 0100" in line
+
+
+def test_a_site_that_does_not_enrol_gets_no_referral_suggestion() -> None:
+    """Enrolment suspended at this site: the card still shows the verdict and says so, but suggests no
+    referral the team could not act on."""
+    from adapter.report.referral import StudyTeam
+    shown = card_of("asps-likely-eligible", team=StudyTeam(**TEAM, site_status="suspended"))
+    assert not [s for s in shown.get("suggestions", []) if s["label"].startswith("Refer")]
+    assert "enrolment suspended at this site" in shown["detail"]
+
+
+def test_without_a_configured_team_the_card_points_to_the_trial_record() -> None:
+    shown = card_of("asps-likely-eligible")
+    assert "study team: not configured here — see the contacts on ClinicalTrials.gov" in shown["detail"]
+    (referral,) = [s for s in shown["suggestions"] if s["label"].startswith("Refer")]
+    assert "performer" not in referral["actions"][0]["resource"]
+
+
+def test_configured_team_text_is_inert_markdown() -> None:
+    """Site settings are text too: markup in them is shown, not rendered."""
+    from adapter.report.referral import StudyTeam
+    shown = card_of("asps-likely-eligible", team=StudyTeam(**{**TEAM, "name": "[Team](javascript:x) **A**"}))
+    assert "\\[Team\\](javascript:x) \\*\\*A\\*\\*" in shown["detail"]
+
+
+def test_a_bad_team_reference_stops_the_service_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from adapter.cds.settings import Settings
+    monkeypatch.setenv("AXIOM_STUDY_TEAM", '{"name": "T", "site": "S", "performer": "https://evil.example/x"}')
+    with pytest.raises(ValidationError, match="performer"):
+        Settings()

@@ -123,7 +123,7 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
         # an indexed read; WAL readers do not wait for the writer, so it stays on the loop
         suppressed = service.store.suppressed(key, report.overall, datetime.now(UTC), settings.suppress_days)
         if not suppressed:
-            card = make_card(report, suppress_days=settings.suppress_days)
+            card = make_card(report, suppress_days=settings.suppress_days, team=settings.study_team)
             if card is not None:  # None for a deceased patient: no referral
                 issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
                 cards.append(card)

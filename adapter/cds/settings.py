@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from yarl import URL
 
 from ..fhir.urls import base_url_problem, shown
+from ..report.referral import StudyTeam
 
 
 def _fhir_base(url: str) -> str:
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
                                                "verdict changes")
     show_not_eligible: bool = Field(True, description="Show a card for a patient who fails a criterion: the "
                                     "clinician learns why not and can correct a chart error behind it")
+    study_team: StudyTeam | None = Field(None, description="Who receives referrals at this site (name, site, "
+                                         "phone, email, performer reference, site_status); shown on the card")
     audit_days: int = Field(0, ge=0, description="Days audit rows (one per evaluation, with the patient id) are "
                             "kept; 0: for ever — the hospital's retention policy decides")
     feedback_comment_days: int = Field(90, ge=0, description="Days a clinician's free-text feedback comment "

@@ -19,6 +19,7 @@ from ..cds.settings import Settings
 from ..criteria.model import CriterionResult, EligibilityReport
 from ..tables import observations
 from ..trials import Trial
+from .referral import StudyTeam, performer, recruitment_line, referable
 from .text import plain
 
 # Lists only, no tables: EHR card renderers that show Markdown as text (or drop tables) still read well.
@@ -221,10 +222,17 @@ def _dismiss_note(suppress_days: int | None) -> str:
             "unless the verdict changes.")
 
 
-def _referral(report: EligibilityReport) -> dict[str, Any]:
+def _recruitment(report: EligibilityReport, team: StudyTeam | None) -> str:
+    """Whom to contact and whether they enrol: for a patient who may be eligible only."""
+    if report.overall == "not-eligible":
+        return ""
+    return f"**Recruitment:** {md_text(recruitment_line(report, team))}.\n\n"
+
+
+def _referral(report: EligibilityReport, team: StudyTeam | None) -> dict[str, Any]:
     ref = report.trial.card["referral"]
     return {
-        "label": f"Refer to the {report.trial.short_title} study team",
+        "label": f"Refer to the {report.trial.short_title} study team" + (f" ({team.name})" if team else ""),
         "uuid": str(uuid.uuid4()),
         "isRecommended": report.overall == "likely-eligible",
         "actions": [{
@@ -238,6 +246,7 @@ def _referral(report: EligibilityReport) -> dict[str, Any]:
                 "code": {"coding": [ref["code"]], "text": ref["text"]},
                 "reasonCode": [{"text": f"{report.trial.short_title} pre-screen: "
                                         f"{OVERALL_TEXT[report.overall]}"}],
+                **performer(team),
             },
         }],
     }
@@ -269,20 +278,22 @@ def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
     }
 
 
-def card(report: EligibilityReport, suppress_days: int | None = None) -> dict[str, Any] | None:
+def card(report: EligibilityReport, suppress_days: int | None = None,
+         team: StudyTeam | None = None) -> dict[str, Any] | None:
     """The card for this report; None when the trial does not apply (no sarcoma) or the patient is
     deceased (DESIGN.md: a deceased patient gets no referral, and no card suggesting one)."""
     if report.overall == "not-applicable" or report.deceased:
         return None
     spec = report.trial.card
-    # a not-eligible patient is not referred (the card shows why); missing labs are worth ordering
-    referral = _referral(report) if report.overall != "not-eligible" else None
+    # a not-eligible patient is not referred (the card shows why), nor one whose cohort or site does not
+    # enrol now; missing labs are worth ordering
+    referral = _referral(report, team) if referable(report, team) else None
     suggestions = [s for s in (referral, _lab_orders(report)) if s]
     out: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "summary": summary(report),
         "indicator": "info",
-        "detail": detail(report) + "\n\n" + _dismiss_note(suppress_days),
+        "detail": detail(report) + "\n\n" + _recruitment(report, team) + _dismiss_note(suppress_days),
         "source": {"label": spec["source_label"], "url": report.trial.url, "topic": dict(spec["topic"])},
     }
     if suggestions:
