@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup demo sandbox test lint postgres bench bench-service bench-load clean
+.PHONY: setup demo sandbox test lint postgres podman bench bench-service bench-load clean
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,9 @@ demo: setup
 sandbox: setup
 	$(VENV)/bin/axiom-cds sandbox $(if $(AS_OF),--as-of $(AS_OF))
 
-## Set up and run everything CI runs: ruff, mypy, pytest (the store tests also against PostgreSQL).
-test: setup lint postgres
+## Set up and run everything CI runs: ruff, mypy, pytest (the store tests also against PostgreSQL, the
+## image test with podman).
+test: setup lint postgres podman chromium
 	$(VENV)/bin/pytest -q
 
 ## PostgreSQL server binaries from Debian's package, for the store tests (which start their own server).
@@ -42,6 +43,57 @@ postgres:
 	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql </dev/null >>"$$log" 2>&1; \
 	then rm -f "$$log"; ls $(PG_CTL_GLOB); \
 	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install PostgreSQL: its store tests will skip"; [ -z "$$CI" ]; fi
+
+## podman (with runc) from Debian's packages, for the image test (tests/test_image.py), and its base image
+## localhost/debian-python:bookworm made from Debian's packages with mmdebstrap (there is no image registry
+## here: ../shared/reference/containers.md). Nothing to do when both are there; installing needs root or
+## password-less sudo; a failure fails only in CI (locally the image test then skips and says why).
+PODMAN_PACKAGES ?= podman runc mmdebstrap uidmap fuse-overlayfs slirp4netns
+BASE_IMAGE ?= localhost/debian-python:bookworm
+# as Debian's -slim images: no manual pages, documentation (copyright files kept) or translations
+BASE_SLIM := --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+	--dpkgopt='path-include=/usr/share/locale/locale.alias' --dpkgopt='path-exclude=/usr/share/doc/*' \
+	--dpkgopt='path-include=/usr/share/doc/*/copyright'
+podman:
+	@if ! command -v podman >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1 || [ ! -x /usr/sbin/runc ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "podman is not installed and there is no apt-get: the image test will skip"; [ -z "$$CI" ]; exit; \
+	  fi; \
+	  echo "Installing podman from Debian's packages for the image test..."; \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
+	  if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
+	     $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $(PODMAN_PACKAGES) \
+	       </dev/null >>"$$log" 2>&1; \
+	  then rm -f "$$log"; podman --version; \
+	  else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install podman: the image test will skip"; [ -z "$$CI" ]; exit; fi; \
+	fi; \
+	if podman image exists $(BASE_IMAGE); then exit 0; fi; \
+	echo "Building the base image $(BASE_IMAGE) from Debian's packages (mmdebstrap, about 30 s)..."; \
+	dir=$$(mktemp -d); log=$$dir/log; \
+	if mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates $(BASE_SLIM) \
+	     bookworm "$$dir/rootfs.tar" http://deb.debian.org/debian </dev/null >"$$log" 2>&1 && \
+	   podman import "$$dir/rootfs.tar" $(BASE_IMAGE) >>"$$log" 2>&1; \
+	then rm -rf "$$dir"; echo "$(BASE_IMAGE) built"; \
+	else tail -n 30 "$$log"; rm -rf "$$dir"; echo "Could not build $(BASE_IMAGE): the image test will skip"; [ -z "$$CI" ]; fi
+
+## Chromium from Debian's package, for the review app's browser test (tests/test_review_browser.py drives
+## it with Playwright, which never downloads a browser of its own). Nothing to do when /usr/bin/chromium is
+## there; installing needs root or password-less sudo; a failure fails only in CI (locally that test skips).
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "Chromium is not installed and there is no apt-get: the browser test will skip"; [ -z "$$CI" ]; exit; \
+	fi; \
+	echo "Installing Chromium from Debian's packages for the browser test..."; \
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
+	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
+	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium </dev/null >>"$$log" 2>&1; \
+	then rm -f "$$log"; $(CHROMIUM) --version; \
+	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install Chromium: the browser test will skip"; [ -z "$$CI" ]; fi
 
 lint: setup
 	$(VENV)/bin/ruff check adapter tests bench
