@@ -413,6 +413,7 @@ class UnitTable:
     kind_sets: dict[str, tuple[str, ...]]
     never_fold: frozenset[str]  # folded spellings a case-sensitive set gives a meaning: never re-cased
     molar_mass: dict[str, float]
+    valence: dict[str, int] = field(default_factory=dict)  # charge of an ion: equivalents = moles × valence
 
     def sets_for(self, kind: str | None, override: tuple[str, ...] | None = None) -> tuple[str, ...]:
         """The alias sets an input uses: its own when it names them, else its kind's."""
@@ -444,4 +445,5 @@ def units() -> UnitTable:
         kind_sets=kind_sets,
         never_fold=never_fold,
         molar_mass={k: float(v["value"]) for k, v in data["molar_mass_g_per_mol"].items()},
+        valence={k: int(v["value"]) for k, v in (data.get("valence") or {}).items()},
     )

@@ -107,10 +107,16 @@ def parse(unit: str, kind: str | None = None, aliases: tuple[str, ...] | None = 
     return result
 
 
+def _equivalents(ureg: Any, q: Any) -> float:
+    """The power of UCUM `eq` in a unit: pint converts it as a mole, which is true only per unit charge."""
+    return float(sum(power for name, power in q.unit_items() if _base_name(ureg, name) == "equivalents"))
+
+
 @lru_cache(maxsize=4096)
 def factor(unit: str, target: str, analyte: str | None = None, kind: str | None = None,
            aliases: tuple[str, ...] | None = None) -> float:
-    """Multiply a value in `unit` by this to get `target`. Molar ↔ mass uses the analyte's molar mass.
+    """Multiply a value in `unit` by this to get `target`. Molar ↔ mass uses the analyte's molar mass;
+    equivalents ↔ moles its valence (mappings/units.yaml), and no other analyte's value in mEq converts.
 
     `kind` (mappings/observations.yaml) picks the alias sets; `aliases` names an input's own instead.
     """
@@ -120,6 +126,18 @@ def factor(unit: str, target: str, analyte: str | None = None, kind: str | None 
     if _arbitrary_powers(ureg, source) != _arbitrary_powers(ureg, goal):
         raise UnitError(f"cannot convert '{unit}' to {target}: an arbitrary unit such as [IU] converts "
                         "only to itself (UCUM)")
+    charge = _equivalents(ureg, source) - _equivalents(ureg, goal)
+    per_charge = 1.0
+    if charge:
+        valence = tables.units().valence.get(analyte or "")
+        if valence is None:
+            raise UnitError(f"cannot convert '{unit}' to {target}: equivalents convert to moles only for an "
+                            "ion of known charge")
+        per_charge = float(valence) ** -charge  # pint reads each eq as a mole; a mole is `valence` eq
+    return per_charge * _pint_factor(ureg, source, goal, unit, target, analyte)
+
+
+def _pint_factor(ureg: Any, source: Any, goal: Any, unit: str, target: str, analyte: str | None) -> float:
     try:
         return float((source / goal).to("dimensionless").magnitude)
     except Exception as exc:

@@ -248,3 +248,12 @@ def test_a_reference_range_that_is_not_valid_fhir_is_refused_only_where_it_is_re
     assert evaluate(asps(), plt).criterion("platelets").status == "met"
     ast = evaluate(asps(), with_bad_range(lab("1920-8", 30, "U/L", ucum="U/L"))).criterion("ast")
     assert ast.status == "unknown" and "reference range is not valid FHIR R4" in (ast.note or "")
+
+
+def test_hemoglobin_sent_in_milliequivalents_is_unknown_not_converted() -> None:
+    """mEq/L is not a unit of hemoglobin (no charge to count): 9 mEq/L is a unit error, so the criterion
+    is unknown — read as 9 mmol/L it would be 14.5 g/dL and silently met."""
+    from tests.helpers import asps, evaluate, lab
+    report = evaluate(asps(), lab("718-7", 9, "mEq/L", ucum="meq/L"))
+    result = next(c for c in report.criteria if c.id == "hemoglobin")
+    assert result.status == "unknown", (result.status, result.note)

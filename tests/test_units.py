@@ -14,7 +14,7 @@ from adapter.units import UnitError, factor, normalise_spelling
 
 CANONICAL = {"10*3/uL": ("/uL", 1000.0), "10*3/mm3": ("/uL", 1000.0), "10*9/L": ("/uL", 1000.0), "/uL": ("/uL", 1.0),
              "10*12/L": ("/uL", 1e6), "/nL": ("/uL", 1000.0), "/pL": ("/uL", 1e6),
-             "/mm3": ("/uL", 1.0), "/mL": ("/mL", 1.0), "meq/L": ("mmol/L", 1.0), "U/L": ("U/L", 1.0),
+             "/mm3": ("/uL", 1.0), "/mL": ("/mL", 1.0), "meq/L": ("meq/L", 1.0), "U/L": ("U/L", 1.0),
              "m[IU]/mL": ("m[IU]/mL", 1.0), "[IU]/L": ("m[IU]/mL", 1.0), "[IU]/mL": ("m[IU]/mL", 1000.0),
              "m[IU]/L": ("m[IU]/mL", 0.001), "mg/dL": ("mg/dL", 1.0), "g/dL": ("g/dL", 1.0),
              "umol/L": ("umol/L", 1.0), "mL/min": ("mL/min", 1.0), "[lb_av]": ("kg", 0.45359237),
@@ -166,3 +166,14 @@ def test_comparator_intervals(comparator: str, value: float, threshold: float, g
     interval = Interval.from_comparator(value, comparator)
     assert interval.ge(threshold) is ge
     assert interval.le(threshold) is le
+
+
+def test_milliequivalents_are_millimoles_only_for_a_monovalent_ion() -> None:
+    """Na+ carries one charge: 140 mEq/L is 140 mmol/L. UCUM's eq is a mole to pint, so without the
+    valence rule 9 "mEq/L" of hemoglobin would become 14.5 g/dL; it is refused instead."""
+    assert factor("mEq/L", "mmol/L", "sodium") == 1.0
+    assert factor("mmol/L", "meq/L", "sodium") == 1.0
+    with pytest.raises(UnitError, match="ion of known charge"):
+        factor("mEq/L", "g/dL", "hemoglobin-fe")
+    with pytest.raises(UnitError, match="ion of known charge"):
+        factor("mEq/L", "mmol/L")  # no analyte named: no valence to use
