@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from .cds.issuers import auth_config, testing_only_warning
 from .cds.protocol import uvicorn_limits
 from .cds.settings import Settings
+from .cds.shutdown import serve_until_stopped
+from .cds.tls import tls_options
 from .criteria.model import EligibilityReport
 from .demo import run_demo
 from .engine import evaluate_bundle, evaluate_record, fhir_wanted
@@ -193,7 +195,8 @@ def serve(
         raise fail(str(exc)) from None
     try:
         auth = auth_config(settings)  # the same checks as every worker's create_app, here in one line
-    except ValueError as exc:
+        tls = tls_options(settings)  # certificate and key readable and matching (uvicorn: a traceback per worker)
+    except ValueError as exc:  # TlsError too
         raise fail(str(exc)) from None
     configure_logging(settings.log_level, settings.log_json)  # only once the service will start
     if auth is None:
@@ -202,10 +205,14 @@ def serve(
     for issuer in auth.issuers if auth else ():
         if issuer.testing_only:
             typer.secho(f"WARNING: {testing_only_warning(issuer)}", err=True, fg="red", bold=True)
+    for warning in tls.warnings:
+        typer.secho(f"WARNING: {warning}", err=True, fg="red", bold=True)
     # access_log off: uvicorn's line carries the query string; the service logs its own (adapter/logs.py)
-    uvicorn.run("adapter.cds.app:served_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False, log_config=None,
-                **uvicorn_limits(settings))
+    config = uvicorn.Config("adapter.cds.app:served_app", factory=True, host=settings.host, port=settings.port,
+                            workers=settings.workers, log_level=settings.log_level.lower(), access_log=False,
+                            log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_s,
+                            **uvicorn_limits(settings), **tls.options)
+    serve_until_stopped(config)  # SIGTERM/SIGINT: in-flight hooks finish, exit 0 (adapter/cds/shutdown.py)
 
 
 @app.command()
@@ -234,6 +241,27 @@ def sandbox(
     except (SandboxError, FhirSandboxError) as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(status)
+
+
+@app.command()
+def reference(
+    out: Annotated[Path, typer.Option("--out", help="Where the Markdown pages go")] = Path("docs/reference"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 naming the pages that differ "
+                                        "from the data")] = False,
+) -> None:
+    """The criteria and code-mapping reference, generated from mappings/ (AXIOM_MAPPINGS honoured)."""
+    from . import reference as ref  # noqa: PLC0415 (only this command renders Markdown)
+
+    try:
+        pages = ref.documents()
+        changed = ref.stale(out, pages) if check else ref.write(out, pages)
+    except ref.FAILURES as exc:  # a bad mappings file, an unwritable --out
+        why = f"a mappings table lacks the key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise fail(f"reference: {' '.join(why.split())}") from None
+    if check and changed:
+        typer.echo(f"axiom-cds: {out} is stale ({', '.join(changed)}): run `{ref.COMMAND} --out {out}`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{out}: {len(pages)} pages, " + (f"{len(changed)} updated" if changed else "up to date"))
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -282,6 +283,18 @@ def delay(seconds: float, then: Behaviour = FaultyHandler.forward) -> Behaviour:
     def behave(h: FaultyHandler) -> None:
         if not h.proxy.stopping.wait(seconds):
             then(h)
+    return behave
+
+
+def held(gate: threading.Event, then: Behaviour = FaultyHandler.forward, bound_s: float = 60.0) -> Behaviour:
+    """A server as slow as a test needs: the answer waits until `gate` is set (at most `bound_s`, and never
+    past the server's stop; then no answer at all)."""
+    def behave(h: FaultyHandler) -> None:
+        deadline = time.monotonic() + bound_s
+        while not gate.wait(0.05):
+            if h.proxy.stopping.is_set() or time.monotonic() > deadline:
+                return
+        then(h)
     return behave
 
 

@@ -37,6 +37,7 @@ from .replay import ReplayGuard
 from .routes import discovery, feedback, health, hooks
 from .routes.discovery import SERVICE_ID
 from .settings import Settings
+from .shutdown import Stopping
 
 __all__ = ["SERVICE_ID", "create_app", "served_app"]
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="CDS Hooks 2.0 service: AXIOM (NCT05333458) trial eligibility on patient-view.")
     app.state.settings = settings
     app.state.auth_config = auth
+    app.state.stopping = Stopping(settings.shutdown_drain_s)  # /readyz: 503 once SIGTERM/SIGINT arrived
     app.add_middleware(GuardMiddleware, max_body_bytes=int(settings.max_request_mb * 2**20),
                        body_timeout_s=settings.body_timeout_s)
     add_cors(app, settings)  # last added, outermost
@@ -69,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     config: AuthConfig | None = app.state.auth_config
     warm_up(settings.trial)  # fail at start, not on the first hook, if the trial data is broken
+    app.state.stopping.watch()  # under `serve`: the signal makes /readyz 503 (and starts the drain)
     # issued cards are needed while an override of them can still suppress a card: twice the period
     store = Store(settings.database_url, card_days=2 * max(settings.suppress_days, 0) + 1,
                   audit_days=settings.audit_days or None, comment_days=settings.feedback_comment_days)
@@ -86,10 +89,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
     yield
-    await jwks_http.aclose()
-    await app.state.service.sessions.close()
-    await run_in_threadpool(app.state.service.writer.close)
-    await run_in_threadpool(app.state.service.store.close)
+    # uvicorn runs this after the last request in flight (or after AXIOM_SHUTDOWN_GRACE_S): the pending
+    # audit rows and issued cards are written, then the database closed, whatever the HTTP clients do
+    log.info("stopping: closing FHIR sessions and the database")
+    try:
+        await jwks_http.aclose()
+        await app.state.service.sessions.close()
+    finally:
+        await run_in_threadpool(app.state.service.writer.close)
+        await run_in_threadpool(app.state.service.store.close)
 
 
 def metrics_for(settings: Settings, config: AuthConfig | None) -> Metrics:

@@ -85,6 +85,18 @@ class Settings(BaseSettings):
                                     "head, from its opening or from the previous response; then 408 and closed")
     body_timeout_s: float = Field(60.0, gt=0, description="Time a request has to send its whole body once its "
                                   "head is in; then 408 and closed")
+    shutdown_grace_s: int = Field(20, ge=1, description="On SIGTERM/SIGINT, how long requests in flight "
+                                    "(hooks) may still run once no new connection is accepted; then they are "
+                                    "cancelled. An orchestrator must wait longer before it kills the process")
+    shutdown_drain_s: float = Field(0.0, ge=0, description="On SIGTERM/SIGINT, how long the service still accepts "
+                                    "and answers, /readyz 503, before it stops accepting: for load balancers that "
+                                    "learn readiness by polling; 0: stop accepting at once")
+    tls_certfile: Path | None = Field(None, description="PEM certificate (leaf first, then intermediates): serve "
+                                      "HTTPS directly; with AXIOM_TLS_KEYFILE")
+    tls_keyfile: Path | None = Field(None, description="PEM private key of the certificate")
+    tls_keyfile_password: SecretStr | None = Field(None, description="Password of an encrypted AXIOM_TLS_KEYFILE")
+    tls_client_ca: Path | None = Field(None, description="PEM CA certificates: every client must present a "
+                                       "certificate signed by one of them (mutual TLS); default: none asked")
     patient_key_secret: Annotated[SecretStr | None, AfterValidator(_long_enough)] = Field(
         None, description="Secret (16+ characters) keying the patient hash in logs and issued cards; default: "
         "one generated at first start and kept in the database")

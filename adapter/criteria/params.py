@@ -208,5 +208,9 @@ class NotPregnant(Params):
     hcg_negative_below: PositiveFloat
     condition: str = "pregnancy"
 
+    def inputs(self) -> tuple[str, ...]:
+        """The status, hCG and breastfeeding observations its rule reads (criteria/patient.py)."""
+        return ("pregnancy-status", "hcg-presence", "hcg-quantitative", "breastfeeding")
+
     def condition_sets(self) -> tuple[str, ...]:
         return (self.condition,)

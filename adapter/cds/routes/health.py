@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
@@ -34,9 +34,12 @@ async def healthz(settings: Annotated[Settings, Depends(get_settings)]) -> Respo
 
 
 @router.get("/readyz")
-async def readyz(service: Annotated[Service, Depends(get_service)]) -> Response:
+async def readyz(request: Request, service: Annotated[Service, Depends(get_service)]) -> Response:
     """200 when the database answers (every hook reads it for suppression); else 503, and the process
-    stays alive: /healthz is the liveness check, a restart would not bring the database back."""
+    stays alive: /healthz is the liveness check, a restart would not bring the database back. 503 too
+    from SIGTERM/SIGINT on (adapter/cds/shutdown.py): a load balancer stops sending new requests."""
+    if request.app.state.stopping.begun:
+        return operation_outcome(503, "not ready: shutting down")
     try:
         await asyncio.wait_for(run_in_threadpool(service.store.ping), READY_TIMEOUT_S)
     except Exception as exc:  # any failure of the database means not ready; its kind goes to the log
