@@ -156,7 +156,8 @@ class SekmetServer:
         return _tail(self.log_path)
 
 
-def _write_settings(workdir: Path, port: int, base_url: str, name: str) -> Path:
+def _write_settings(workdir: Path, port: int, base_url: str, name: str,
+                    extra: dict[str, Any] | None = None) -> Path:
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -167,6 +168,7 @@ def _write_settings(workdir: Path, port: int, base_url: str, name: str) -> Path:
         "simulator": {"enabled": False},
         "log_inbound": False,
         "software_name": name,  # echoed by /metadata: proves the server answering is ours
+        **(extra or {}),  # e.g. server_auth for a test of SMART Backend Services
     }
     path = workdir / "settings.yaml"
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -206,11 +208,12 @@ def _answers_as(http: httpx.Client, url: str, name: str) -> bool:
     return bool(software.get("name") == name)
 
 
-def _start_once(workdir: Path, port: int, base_url: str | None, http: httpx.Client) -> SekmetServer:
+def _start_once(workdir: Path, port: int, base_url: str | None, http: httpx.Client,
+                extra: dict[str, Any] | None = None) -> SekmetServer:
     workdir.mkdir(parents=True, exist_ok=True)
     name = f"axiom-cds FHIR server {secrets.token_hex(8)}"
     listen_url = f"http://127.0.0.1:{port}/fhir"
-    settings_path = _write_settings(workdir, port, base_url or listen_url, name)
+    settings_path = _write_settings(workdir, port, base_url or listen_url, name, extra)
     log_path = workdir / "sekmet.log"
     env = {k: v for k, v in os.environ.items() if k not in SEKMET_ENV}
     started = time.monotonic()
@@ -239,13 +242,13 @@ def _start_once(workdir: Path, port: int, base_url: str | None, http: httpx.Clie
 
 @contextlib.contextmanager
 def running_server(workdir: Path, port: int | None = None, *, keep_data: bool = False,
-                   base_url: str | None = None) -> Iterator[SekmetServer]:
+                   base_url: str | None = None, settings: dict[str, Any] | None = None) -> Iterator[SekmetServer]:
     """Start sekmet-fhir with its settings, SQLite data and log under `workdir`; stop it with SIGTERM.
 
     `port` None: a free port, with a fresh `workdir/attempt-N` per try (tests, benchmarks). A fixed
     `port` (the sandbox) uses `workdir` itself and wipes its data first unless `keep_data`.
     `base_url`: the URL clients use when it is not the one listened on (a proxy in front of it); sekmet
-    writes it into every next link.
+    writes it into every next link. `settings`: more sekmet settings (e.g. `server_auth`).
     """
     if base_url is not None and port is None:
         raise ValueError("base_url needs a fixed port")
@@ -257,12 +260,12 @@ def running_server(workdir: Path, port: int | None = None, *, keep_data: bool = 
                                        "choose another --fhir-port")
             if not keep_data:
                 shutil.rmtree(workdir / "data", ignore_errors=True)
-            server = _start_once(workdir, port, base_url, http)
+            server = _start_once(workdir, port, base_url, http, settings)
         else:
             errors: list[str] = []
             for attempt in range(START_ATTEMPTS):
                 try:
-                    server = _start_once(workdir / f"attempt-{attempt}", free_port(), None, http)
+                    server = _start_once(workdir / f"attempt-{attempt}", free_port(), None, http, settings)
                     break
                 except ServerExitedError as exc:
                     errors.append(str(exc))
