@@ -34,6 +34,8 @@ from .fhir.urls import base_url_problem
 from .logs import configure as configure_logging
 from .report.card import cards_response
 from .report.text import render
+from .review.config import review_config
+from .review.settings import ReviewSettings
 from .store import Store
 from .synth.generator import write_bundles
 from .trials import load_trial
@@ -197,6 +199,12 @@ def serve(
         auth = auth_config(settings)  # the same checks as every worker's create_app, here in one line
         tls = tls_options(settings)  # certificate and key readable and matching (uvicorn: a traceback per worker)
     except ValueError as exc:  # TlsError too
+        raise fail(str(exc)) from None
+    try:
+        review_config(ReviewSettings(), settings)  # the review app's settings: one line here, not per worker
+    except ValidationError as exc:
+        raise fail(f"configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    except ValueError as exc:
         raise fail(str(exc)) from None
     configure_logging(settings.log_level, settings.log_json)  # only once the service will start
     if auth is None:

@@ -22,6 +22,7 @@ from ..engine import warm_up
 from ..fhir.sessions import SessionPool
 from ..logs import configure as configure_logging
 from ..logs import install_request_ids
+from ..review.routes import install as install_review
 from ..store import Store
 from ..store.writer import BackgroundWriter
 from ..trials import load_trial
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (discovery.router, hooks.router, feedback.router):  # every CDS call: the EHR's JWT
         app.include_router(router, dependencies=[Depends(require_caller)])
     app.include_router(health.router)  # open: liveness, readiness and /metrics for orchestrators and scrapers
+    install_review(app)  # the SMART review app (/review): its own auth (SMART EHR launch), not the CDS JWT
     return app
 
 

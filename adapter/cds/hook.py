@@ -80,8 +80,9 @@ def may_call(fhir_server: str, allowed: Sequence[str]) -> bool:
 
 
 async def patient_view(req: HookRequest, service: Service, issuer: str | None = None,
-                       allowed_servers: Sequence[str] = ()) -> dict[str, Any]:
-    """The CDS Hooks response body. Raises FhirServerError (→ 412) when the Patient cannot be had."""
+                       allowed_servers: Sequence[str] = (), review_url: str | None = None) -> dict[str, Any]:
+    """The CDS Hooks response body. Raises FhirServerError (→ 412) when the Patient cannot be had.
+    `review_url`: the review app's launch URL when it is set up (the card links to it)."""
     started = time.perf_counter()
     settings = service.settings
     trial = load_trial(settings.trial)
@@ -123,7 +124,8 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
         # an indexed read; WAL readers do not wait for the writer, so it stays on the loop
         suppressed = service.store.suppressed(key, report.overall, datetime.now(UTC), settings.suppress_days)
         if not suppressed:
-            card = make_card(report, suppress_days=settings.suppress_days, team=settings.study_team)
+            card = make_card(report, suppress_days=settings.suppress_days, team=settings.study_team,
+                             review_url=review_url, hook_instance=req.hook_instance)
             if card is not None:  # None for a deceased patient: no referral
                 issued.append(IssuedCard(card["uuid"], key, report.overall, trial.version, datetime.now(UTC)))
                 cards.append(card)

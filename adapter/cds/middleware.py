@@ -30,6 +30,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_TYPES = ("application/json", "application/fhir+json")
+# the review app's HTML forms (adapter/review; CSRF-checked there) post what browsers send for a form
+FORM_TYPE, FORM_PATHS = "application/x-www-form-urlencoded", "/review/"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 access_log = logging.getLogger("axiom_cds.access")
@@ -62,7 +64,7 @@ class GuardMiddleware:
 
         try:
             if scope["method"] == "POST":
-                problem = self._content_problem(headers)
+                problem = self._content_problem(headers, scope["path"])
                 if problem is not None:
                     await problem(scope, receive, send_with_id)
                     return
@@ -84,9 +86,9 @@ class GuardMiddleware:
                                               "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
             request_id_var.reset(token)
 
-    def _content_problem(self, headers: dict[str, str]) -> Any:
+    def _content_problem(self, headers: dict[str, str], path: str) -> Any:
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in JSON_TYPES:
+        if media not in JSON_TYPES and not (media == FORM_TYPE and path.startswith(FORM_PATHS)):
             return operation_outcome(415, "Content-Type must be application/json")
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):

@@ -11,6 +11,7 @@ trial's own text are written as markup. `summary` and the suggestions hold no ch
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -279,9 +280,13 @@ def _lab_orders(report: EligibilityReport) -> dict[str, Any] | None:
 
 
 def card(report: EligibilityReport, suppress_days: int | None = None,
-         team: StudyTeam | None = None) -> dict[str, Any] | None:
+         team: StudyTeam | None = None, review_url: str | None = None,
+         hook_instance: str | None = None) -> dict[str, Any] | None:
     """The card for this report; None when the trial does not apply (no sarcoma) or the patient is
-    deceased (DESIGN.md: a deceased patient gets no referral, and no card suggesting one)."""
+    deceased (DESIGN.md: a deceased patient gets no referral, and no card suggesting one).
+
+    `review_url`: the review app's launch URL (adapter/review), when the service has one set up; the card
+    then links to it as a SMART app, with the trial and `hook_instance` as appContext (no PHI)."""
     if report.overall == "not-applicable" or report.deceased:
         return None
     spec = report.trial.card
@@ -303,6 +308,10 @@ def card(report: EligibilityReport, suppress_days: int | None = None,
                               for r in spec["override_reasons"]]
     out["links"] = [{"label": f"{report.trial.short_title} on ClinicalTrials.gov", "url": report.trial.url,
                      "type": "absolute"}]
+    if review_url:  # read back by adapter/review/config.py read_app_context
+        context = {"trial": report.trial.id, **({"hookInstance": hook_instance} if hook_instance else {})}
+        out["links"].insert(0, {"label": "Review eligibility", "url": review_url, "type": "smart",
+                                "appContext": json.dumps(context, separators=(",", ":"))})
     return out
 
 

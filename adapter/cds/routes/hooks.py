@@ -14,6 +14,7 @@ from ...engine import fhir_wanted
 from ...errors import FhirServerError, InputError
 from ...fhir.queries import PATIENT_KEY, prefetch_templates, searches
 from ...fhir.wire import load_hook
+from ...review.config import launch_url
 from ...trials import load_trial
 from ..deps import Caller, get_service, require_caller
 from ..hook import Service, patient_view
@@ -68,7 +69,8 @@ async def invoke(request: Request, caller: Annotated[Caller, Depends(require_cal
     except InputError as exc:
         return operation_outcome(400, str(exc))
     try:
-        return json_response(await patient_view(hook, service, caller.issuer, caller.fhir_servers))
+        return json_response(await patient_view(hook, service, caller.issuer, caller.fhir_servers,
+                                                review_url=launch_url(request.app.state)))
     except (FhirServerError, InputError) as exc:  # InputError: the Patient itself was not valid FHIR
         log.info("hook refused", extra={"hook_instance": hook.hook_instance, "status": 412,
                                         "patient_hash": service.patient_key(hook.fhir_server, hook.patient_id),
