@@ -51,7 +51,8 @@ START_TIMEOUT_S = 60
 # Runtime and build dependencies as wheels, kept between runs: a second run installs without the network.
 # pip's own cache would do, but not every index allows caching; CI starts empty and so gets today's releases.
 WHEELHOUSE = Path(tempfile.gettempdir()) / f"axiom-cds-test-wheelhouse-{os.getuid()}"
-COMMANDS = [[], ["evaluate"], ["serve"], ["sandbox"], ["demo"], ["synth"], ["audit"], ["audit", "export"]]
+COMMANDS = [[], ["evaluate"], ["serve"], ["sandbox"], ["demo"], ["synth"], ["audit"], ["audit", "export"],
+            ["reference"]]
 Json = dict[str, Any]
 
 
@@ -326,7 +327,12 @@ def test_serve_answers_discovery_and_a_hook_with_the_clis_card(
                 "context": {"patientId": pid, "userId": "Practitioner/wheel-test"},
                 "prefetch": ehr_prefetch(fhir_server, service["prefetch"], pid)}
         hook = http.post(f"{base}/cds-services/{HOOK}", json=body)
+        # the review app's templates and stylesheet are package data too: a page, not a traceback
+        review = http.get(f"{base}/review/launch")
+        stylesheet = http.get(f"{base}/review/static/review.css")
     assert hook.status_code == 200, hook.text[:1000]
+    assert review.status_code == 503 and "review app is not set up" in review.text, review.text[:500]
+    assert stylesheet.status_code == 200 and stylesheet.headers["content-type"].startswith("text/css")
     cards: Json = hook.json()
     assert_valid_response(cards)
     assert len(cards["cards"]) == 1 and "likely eligible" in cards["cards"][0]["summary"]
