@@ -35,7 +35,7 @@ from .cds.protocol import uvicorn_limits
 from .cds.settings import Settings
 from .fhir_sandbox import FhirSandboxError, post_transaction, running_server, to_transaction
 from .logs import bound_values
-from .report.card import OVERALL_TEXT
+from .report.card import NEEDS, NOT_MET_HEADING, OVERALL_TEXT
 from .synth.generator import Case, scenario_cases
 
 DEFAULT_FHIR_PORT = 8090
@@ -229,13 +229,16 @@ def run_example(http: httpx.Client, service_url: str, example: Example, body_pat
 
 
 def failed_rows(detail: str) -> list[str]:
-    """'criterion: patient value (requirement)' for each not-met row of the card's criteria table."""
+    """'criterion: patient value (requirement)' for each item of the card's "Not met" list."""
     rows = []
+    section = None
     for line in detail.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if len(cells) == 4 and cells[3] == "**not met**":
-            observed = cells[2].split(" — ")[0]  # the value, without the explanatory note
-            rows.append(f"{cells[0]}: {observed} (required {cells[1]})")
+        if line.startswith("**"):
+            section = line
+        elif section == NOT_MET_HEADING and line.startswith("- **") and ":** " in line and NEEDS in line:
+            name, rest = line[4:].split(":** ", 1)
+            shown, requirement = rest.rsplit(NEEDS, 1)
+            rows.append(f"{name}: {shown.split(' — ')[0]} (required {requirement})")  # the value, not its note
     return rows
 
 

@@ -10,6 +10,7 @@ import orjson
 
 from adapter.criteria.model import EligibilityReport
 from adapter.engine import evaluate_bundle
+from adapter.report.card import NOT_MET_HEADING, UNKNOWN_HEADING
 from adapter.synth import fhir
 from adapter.synth.fhir import ICD10, ICDO3, LOINC, SNOMED
 
@@ -56,7 +57,7 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
 
 
 # The card's decisive sections: a list each, "- **label:** patient — needs requirement[; to settle: …]".
-CARD_SECTIONS = {"**Not met:**": "not-met", "**Unknown — what would settle it:**": "unknown"}
+CARD_SECTIONS = {NOT_MET_HEADING: "not-met", UNKNOWN_HEADING: "unknown"}
 
 
 def decisive_rows(detail: str) -> dict[str, tuple[str, str]]:

@@ -38,7 +38,7 @@ from adapter.fhir.breaker import CircuitBreaker
 from adapter.fhir.client import same_server
 from adapter.fhir.urls import base_url_problem, names, shown
 from adapter.synth import fhir
-from tests.helpers import AS_OF, PID, SUBJECT, asps, lab
+from tests.helpers import AS_OF, CARD_SECTIONS, PID, SUBJECT, asps, lab
 from tests.service_server import ServiceServer
 
 Json = dict[str, Any]
@@ -225,7 +225,7 @@ def status_in_card(card: Json, criterion: str) -> str:
     section = ""
     for line in card["detail"].splitlines():
         if line.startswith("**"):
-            section = {"**Not met:**": "not met", "**Unknown — what would settle it:**": "unknown"}.get(line, "")
+            section = {"not-met": "not met", "unknown": "unknown"}.get(CARD_SECTIONS.get(line, ""), "")
         elif line.startswith(f"- **{criterion}:**"):
             return section
     raise AssertionError(f"{criterion} is not a decisive row of the card")

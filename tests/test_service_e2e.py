@@ -36,6 +36,7 @@ from adapter.synth import fhir
 from adapter.trials import load_trial as trial
 from tests.card_validator import assert_valid_response
 from tests.fhir_server import FhirTestServer
+from tests.helpers import CARD_SECTIONS
 from tests.service_server import AS_OF, ProxiedRequest, RecordingProxy, ServiceServer
 
 pytestmark = pytest.mark.fhir_server
@@ -51,7 +52,7 @@ LAB_CRITERIA = ("anc", "platelets", "hemoglobin", "total-bilirubin", "ast", "alt
                 "sodium")
 VERDICT_TEXT = {"likely-eligible": "likely eligible", "not-eligible": "not eligible", "needs-review": "needs review"}
 # The card's decisive sections (a list each: "- **label:** patient — needs requirement[; to settle: …]").
-SECTIONS = {"**Not met:**": "not-met", "**Unknown — what would settle it:**": "unknown"}
+SECTIONS = CARD_SECTIONS
 # tests/fixtures/README.md: the verdict each hand-designed scenario was built to produce
 DESIGNED_VERDICT = {
     "asps-likely-eligible": "likely-eligible", "asps-si-units-likely-eligible": "likely-eligible",

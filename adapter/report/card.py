@@ -25,6 +25,7 @@ from .text import plain
 
 # Lists only, no tables: EHR card renderers that show Markdown as text (or drop tables) still read well.
 SETTLE = "; to settle: "
+NOT_MET_HEADING, UNKNOWN_HEADING, NEEDS = "**Not met:**", "**Unknown — what would settle it:**", " — needs "
 OVERALL_TEXT = {"likely-eligible": "likely eligible", "needs-review": "needs review",
                 "not-eligible": "not eligible"}
 SUMMARY_LIMIT = 140
@@ -182,12 +183,12 @@ def detail(report: EligibilityReport) -> str:
     parts = [f"**{OVERALL_TEXT[report.overall].capitalize()}** for {report.trial.short_title} ({report.trial.nct})"
              + (f" — {cohort}." if cohort else ".")]
     if failed:
-        parts.append("**Not met:**\n" + "\n".join(
-            f"- **{md_text(label(report, c.id))}:** {_patient(c)} — needs {md_text(clinical(c.requirement))}"
+        parts.append(NOT_MET_HEADING + "\n" + "\n".join(
+            f"- **{md_text(label(report, c.id))}:** {_patient(c)}{NEEDS}{md_text(clinical(c.requirement))}"
             for c in failed))
     if unknown:
-        parts.append("**Unknown — what would settle it:**\n" + "\n".join(
-            f"- **{md_text(label(report, c.id))}:** {_patient(c)} — needs {md_text(clinical(c.requirement))}"
+        parts.append(UNKNOWN_HEADING + "\n" + "\n".join(
+            f"- **{md_text(label(report, c.id))}:** {_patient(c)}{NEEDS}{md_text(clinical(c.requirement))}"
             f"{SETTLE}{md_text(_settle(report, c))}" for c in unknown))
     if caveated:
         by_note: dict[str, list[CriterionResult]] = {}
