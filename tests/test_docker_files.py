@@ -59,6 +59,7 @@ def test_the_image_runs_the_cli_as_a_numeric_non_root_user_with_a_healthcheck() 
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit() and int(gid) > 0, user
     (healthcheck,) = instructions("HEALTHCHECK")
     assert "/healthz" in healthcheck and "AXIOM_PORT" in healthcheck
+    assert "AXIOM_TLS_CERTFILE" in healthcheck and "https" in healthcheck, "with TLS on, the probe speaks https"
     assert instructions("ENTRYPOINT") == ['["axiom-cds"]'] and instructions("CMD") == ['["serve"]']
 
 
