@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup demo sandbox test lint postgres podman bench bench-service bench-load clean
+.PHONY: setup demo sandbox test lint postgres podman bench bench-service bench-load bench-screen clean
 
 setup: $(VENV)/.installed
 
@@ -113,3 +113,5 @@ bench-load: setup
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache
+bench-screen: setup
+	$(PY) bench/bench_screen.py

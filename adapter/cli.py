@@ -160,15 +160,71 @@ def audit_export(
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Directory to write the Bundles into")],
+    out: Annotated[Path, typer.Argument(help="Directory to write the Bundles (with --population: the NDJSON "
+                                        "files) into")],
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files")] = 7,
     count: Annotated[int, typer.Option(help="Random patients to write")] = 6,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Dates are relative to this day (default: today)")]
     = None,
     scenarios: Annotated[bool, typer.Option("--scenarios", help="Also write the named scenarios")] = False,
+    population: Annotated[int | None, typer.Option(
+        "--population", min=1, help="Instead: N patients as Bulk Data NDJSON (one file per resource type, all "
+        "patients interleaved; a few percent with a cancer, far fewer with a sarcoma), for `screen`")] = None,
+    gzip: Annotated[bool, typer.Option("--gzip", help="With --population: write *.ndjson.gz")] = False,
 ) -> None:
-    """Write seeded synthetic AXIOM patients as FHIR Bundles (one Patient each)."""
+    """Write seeded synthetic AXIOM patients as FHIR Bundles (one Patient each), or a population as NDJSON."""
+    if population is not None:
+        from .synth.population import write_population  # noqa: PLC0415 (only for --population)
+
+        if scenarios:
+            raise fail("--scenarios writes Bundles: it cannot be combined with --population")
+        written = write_population(out, seed, population, parse_as_of(as_of), compress=gzip)
+        for path in written.paths:
+            typer.echo(str(path))
+        return
+    if gzip:
+        raise fail("--gzip needs --population")
     for path in write_bundles(out, seed, count, parse_as_of(as_of), scenarios=scenarios):
+        typer.echo(str(path))
+
+
+class ScreenEngine(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
+@app.command()
+def screen(
+    source: Annotated[Path, typer.Argument(help="Folder of FHIR NDJSON files (*.ndjson, *.ndjson.gz), as Bulk "
+                                           "Data $export writes them", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Where worklist.json, worklist.csv and report.html go (mode "
+                                      "0600: they hold patient data)", show_default=False)],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluation date YYYY-MM-DD (default: today)")]
+    = None,
+    trial: Annotated[str, typer.Option("--trial", help="Trial definition: a YAML file, or the id of one in "
+                                       "mappings/trials/", envvar="AXIOM_TRIAL", show_envvar=True)] = "axiom",
+    engine: Annotated[ScreenEngine, typer.Option("--engine", help="Where the screen runs: local (DuckDB and this "
+                                                 "machine's cores)")] = ScreenEngine.local,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr "
+                                                  "[default: when stderr is a terminal]", show_default=False)]
+    = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step's counts and timings (JSON "
+                                          "lines on stderr; never a patient's data)")] = False,
+) -> None:
+    """Pre-screen every patient of an NDJSON export: worklist.json, worklist.csv and report.html in --out."""
+    from .screen import screen as run_screen  # noqa: PLC0415 (DuckDB loads only to screen)
+
+    when = parse_as_of(as_of)
+    if verbose:
+        configure_logging("INFO", True)
+    try:
+        summary = run_screen(source, out, when, trial, engine.value, progress)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    unread = f", {summary.unreadable} not evaluated (listed in report.html)" if summary.unreadable else ""
+    typer.echo(f"{summary.screened} patients screened: {summary.candidates} with a cohort diagnosis code, "
+               f"{summary.in_cohort} in a cohort, {summary.likely_eligible} likely eligible{unread}")
+    for path in summary.paths:
         typer.echo(str(path))
 
 

@@ -588,6 +588,11 @@ def describe(design: Design) -> str:
 
 def random_design(rng: random.Random) -> Design:
     diagnosis = rng.choices(sorted(DIAGNOSES), weights=(3, 2, 1, 2, 1, 1))[0]
+    return design_for(rng, diagnosis)
+
+
+def design_for(rng: random.Random, diagnosis: str) -> Design:
+    """A random patient with this diagnosis (a key of DIAGNOSES); the population generator picks its own."""
     person = _draw_person(rng, diagnosis)
     return Design(**person, **_draw_disease(rng, diagnosis), **_draw_treatment(rng), **_draw_performance(rng),
                   **_draw_labs(rng), **_draw_exclusions(rng, person))

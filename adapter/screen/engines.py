@@ -1,0 +1,109 @@
+"""Engines: the sources, a trial and an evaluation date in; one result per candidate out.
+
+An engine is a plain function (`Engine`). `local` runs here: a DuckDB pass narrows (narrow.py), a second
+gathers the candidates' resources (gather.py), and the one Python engine decides each (decide.py). Another
+engine (Spark: Spark SQL narrows, the same decide.py runs grouped by patient) plugs in by name in
+`ENGINES` and must give the same results: everything downstream — worklist, CSV, HTML — reads only
+`EngineRun`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import duckdb
+
+from ..trials import Trial, load_trial
+from .db import open_db, read_error, threads
+from .decide import PatientResult, decide, worker_pool
+from .gather import STRAYS, Chart, gather
+from .narrow import SCAN, Narrowed, narrow, scan_files, scan_lines
+from .progress import Steps
+from .sources import SourceError, Sources
+
+log = logging.getLogger("axiom_cds.screen")
+
+
+@dataclass
+class EngineRun:
+    """`screened`: Patients seen. `candidates`: Patients with a cohort diagnosis code (the narrowing's
+    output). `results`: one per candidate, and one per cohort-coded reference without a Patient resource
+    (with a `problem`). `notes`: what a reader of the worklist must know about the source (counts only)."""
+
+    screened: int
+    candidates: int
+    results: list[PatientResult]
+    notes: list[str] = field(default_factory=list)
+
+
+Engine = Callable[[Sources, str, date, Steps], EngineRun]
+
+
+def local_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> EngineRun:
+    definition = load_trial(trial)
+    started = time.perf_counter()
+    with open_db() as con:
+        try:
+            narrowed, charts = _narrow_and_gather(con, sources, definition, steps)
+        except duckdb.Error as exc:
+            raise read_error(exc, sources.files) from None
+    gathered_at = time.perf_counter()
+    log.info("screen gathered", extra={"files": len(sources.files), "patients": narrowed.screened,
+                                        "conditions": narrowed.conditions, "candidates": len(charts),
+                                        "resources": sum(len(c.lines()) for c in charts),
+                                        "seconds": round(gathered_at - started, 3)})
+    steps.step("deciding each candidate", total=len(charts))
+    tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
+    results = []
+    with worker_pool(len(tasks), threads(), trial) as pool:  # DuckDB is closed: no thread to fork
+        for result in decide(tasks, pool):
+            results.append(result)
+            steps.advance()
+    results += [PatientResult(ref, None, None, "a Condition with a cohort diagnosis code refers to this patient, "
+                              "and the source has no Patient resource for it") for ref in narrowed.without_patient]
+    log.info("screen decided", extra={"candidates": len(charts), "unreadable": sum(r.report is None for r in results),
+                                      "seconds": round(time.perf_counter() - gathered_at, 3)})
+    notes = []
+    if narrowed.not_relative:
+        notes.append(f"{narrowed.not_relative} Condition(s) with a cohort diagnosis code refer to their patient by "
+                     "an absolute URL or urn: a file source attributes only relative references (Patient/id), as "
+                     "`axiom-cds evaluate` does for a Bundle without fullUrls")
+    return EngineRun(narrowed.screened, len(narrowed.candidates), results, notes)
+
+
+def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definition: Trial, steps: Steps
+                       ) -> tuple[Narrowed, list[Chart]]:
+    """Narrow the files led by Patients or Conditions (an export's: a few percent of the bytes), gather from
+    every file; Patients and Conditions met in the other files (another layout) are narrowed then, and new
+    candidates gathered in one more pass."""
+    led = sources.led_by("Patient", "Condition")
+    steps.step("narrowing: cohort diagnosis codes")
+    scan_files(con, led)
+    narrowed = narrow(con, definition)
+    if not narrowed.candidates and len(led) == len(sources.files):
+        return narrowed, []
+    steps.step("gathering the candidates' resources")
+    charts = gather(con, sources, narrowed.candidates, led)
+    strays_row = con.execute(f"SELECT count(*) FROM {STRAYS}").fetchone()
+    if strays_row and strays_row[0]:
+        scan_lines(con, STRAYS)
+        again = narrow(con, definition)
+        new = sorted(set(again.candidates) - set(narrowed.candidates))
+        if new:
+            steps.step("gathering the candidates found outside the Patient and Condition files")
+            charts = sorted([*charts, *gather(con, sources, new, sources.files)], key=lambda c: c.patient_id)
+        narrowed = again
+    con.execute(f"DROP TABLE IF EXISTS {STRAYS}; DROP TABLE IF EXISTS {SCAN}")
+    return narrowed, charts
+ENGINES: dict[str, Engine] = {"local": local_engine}
+
+
+def engine_named(name: str) -> Engine:
+    found = ENGINES.get(name)
+    if found is None:
+        raise SourceError(f"--engine {name} is not available in this version (available: {', '.join(ENGINES)})")
+    return found
