@@ -52,7 +52,7 @@ START_TIMEOUT_S = 60
 # pip's own cache would do, but not every index allows caching; CI starts empty and so gets today's releases.
 WHEELHOUSE = Path(tempfile.gettempdir()) / f"axiom-cds-test-wheelhouse-{os.getuid()}"
 COMMANDS = [[], ["evaluate"], ["serve"], ["sandbox"], ["demo"], ["synth"], ["audit"], ["audit", "export"],
-            ["reference"]]
+            ["reference"], ["screen"]]
 Json = dict[str, Any]
 
 
