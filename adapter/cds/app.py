@@ -100,6 +100,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await run_in_threadpool(app.state.service.writer.close)
         await run_in_threadpool(app.state.service.store.close)
+        review_store = getattr(app.state, "review_store", None)  # opened by the first review app request
+        if review_store is not None:
+            await run_in_threadpool(review_store.close)
 
 
 def metrics_for(settings: Settings, config: AuthConfig | None) -> Metrics:
