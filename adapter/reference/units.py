@@ -39,4 +39,10 @@ def document() -> str:
              *md.table(["analyte", "g/mol", "source"],
                        [[md.code(k), md.text(md.number(v)), md.text(source(masses.get(k)))]
                         for k, v in table.molar_mass.items()])]
-    return md.document("Units", intro, aliases, sets[1:], molar)
+    charges = data.get("valence") or {}
+    valence = ["## Valences", "", "Equivalents (`meq/L`) convert to moles only for these ions: 1 mmol = valence "
+               "mEq. Any other analyte's value in equivalents is a unit error (unknown).", "",
+               *md.table(["analyte", "valence", "source"],
+                         [[md.code(k), md.text(str(v)), md.text(source(charges.get(k)))]
+                          for k, v in table.valence.items()])]
+    return md.document("Units", intro, aliases, sets[1:], molar, valence)
