@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from pydantic import AfterValidator, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 from yarl import URL
@@ -47,6 +48,27 @@ def _public_base(url: str | None) -> str | None:
             or parsed.fragment:
         raise ValueError(f"{url!r} is not an absolute http(s) base URL (no credentials, query or fragment)")
     return url.rstrip("/")
+
+
+def config_sources(settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                   env_settings: PydanticBaseSettingsSource, section: str | None = None
+                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    """Arguments, then AXIOM_* environment, then the YAML file AXIOM_CONFIG names (its `section`, if
+    given, when the file has one); no .env or secrets directory: configuration comes from two places."""
+    sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+    config = os.environ.get("AXIOM_CONFIG")
+    if config and (section is None or _has_section(Path(config), section)):
+        sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config), yaml_config_section=section))
+    return tuple(sources)
+
+
+def _has_section(path: Path, name: str) -> bool:
+    """Whether the YAML file has a `name:` mapping (the service's own settings ignore it)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # the service's Settings reads the same file and reports what is wrong with it
+    return isinstance(data, dict) and isinstance(data.get(name), dict)
 
 
 class IssuerConfig(BaseModel):
@@ -147,8 +169,4 @@ class Settings(BaseSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get("AXIOM_CONFIG")
-        if config:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config)))
-        return tuple(sources)
+        return config_sources(settings_cls, init_settings, env_settings)

@@ -8,15 +8,12 @@ docs/review-app.md.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ..cds.settings import FhirBase
+from ..cds.settings import FhirBase, config_sources
 from ..fhir.urls import base_url_problem
 
 
@@ -81,17 +78,4 @@ class ReviewSettings(BaseSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get("AXIOM_CONFIG")
-        if config and _has_section(Path(config), "review"):
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config), yaml_config_section="review"))
-        return tuple(sources)
-
-
-def _has_section(path: Path, name: str) -> bool:
-    """Whether the shared YAML file has a `review:` mapping (the service's own settings ignore it)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # the service's Settings reads the same file and reports what is wrong with it
-    return isinstance(data, dict) and isinstance(data.get(name), dict)
+        return config_sources(settings_cls, init_settings, env_settings, "review")
