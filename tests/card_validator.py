@@ -7,6 +7,7 @@ Codings with display, and no null / empty optional values anywhere.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -73,3 +74,13 @@ def assert_valid_response(body: dict[str, Any]) -> None:
     for card in body["cards"]:
         problems = card_problems(card)
         assert not problems, problems
+
+
+def without_uuids(response: dict[str, Any]) -> dict[str, Any]:
+    """A CDS Hooks response minus what is random per response (card and suggestion uuids), to compare two."""
+    copy: dict[str, Any] = json.loads(json.dumps(response))
+    for card in copy["cards"]:
+        card.pop("uuid", None)
+        for suggestion in card.get("suggestions", []):
+            suggestion.pop("uuid", None)
+    return copy

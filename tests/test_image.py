@@ -41,7 +41,7 @@ from typer.testing import CliRunner
 from adapter.cli import app as cli_app
 from adapter.fhir_sandbox import FhirSandboxError, free_port
 from adapter.synth.generator import scenario_cases
-from tests.card_validator import assert_valid_response
+from tests.card_validator import assert_valid_response, without_uuids
 from tests.fhir_server import FhirTestServer
 
 pytestmark = [pytest.mark.image, pytest.mark.fhir_server]
@@ -267,15 +267,6 @@ def test_discovery_lists_the_service(service: Running) -> None:
     assert discovery.status_code == 200
     (listed,) = [s for s in discovery.json()["services"] if s["id"] == HOOK]
     assert listed["hook"] == "patient-view" and listed["prefetch"]
-
-
-def without_uuids(response: Json) -> Json:
-    copy: Json = json.loads(json.dumps(response))
-    for card in copy["cards"]:
-        card.pop("uuid", None)
-        for suggestion in card.get("suggestions", []):
-            suggestion.pop("uuid", None)
-    return copy
 
 
 @pytest.mark.parametrize("fixture", CARD_FIXTURES)

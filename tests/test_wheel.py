@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 
 from adapter.cli import app as cli_app
 from adapter.fhir_sandbox import free_port
-from tests.card_validator import assert_valid_response
+from tests.card_validator import assert_valid_response, without_uuids
 from tests.fhir_server import FhirTestServer
 from tests.helpers import stop
 
@@ -300,15 +300,6 @@ def ehr_prefetch(fhir_server: FhirTestServer, templates: dict[str, str], pid: st
         assert response.status_code == 200, (key, response.text[:300])
         out[key] = response.json()
     return out
-
-
-def without_uuids(response: Json) -> Json:
-    copy: Json = json.loads(json.dumps(response))
-    for card in copy["cards"]:
-        card.pop("uuid", None)
-        for suggestion in card.get("suggestions", []):
-            suggestion.pop("uuid", None)
-    return copy
 
 
 @pytest.mark.fhir_server

@@ -41,6 +41,7 @@ import orjson
 from . import fhir
 from .fhir import ICD10, ICDO3, LOINC, SNOMED, Resource
 from .generator import build, design_for, ici_rxnorm
+from .realistic import PanelLab
 
 CHUNK = 512  # patients whose lines are shuffled together (an export's order interleaves patients)
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
@@ -118,42 +119,29 @@ ORDINARY_DRUGS = (("29046", "lisinopril"), ("6809", "metformin"), ("83367", "ato
                   ("17767", "amlodipine"), ("5640", "ibuprofen"), ("1191", "aspirin"))
 
 
-@dataclass(frozen=True)
-class RoutineLab:
-    loinc: str
-    display: str
-    unit: str
-    ucum: str
-    low: float
-    high: float
-    mean: float
-    sd: float
-    digits: int
-
-
 #: A basic metabolic panel and a CBC as a primary care lab reports them (some codes the engine maps).
 BMP = (
-    RoutineLab("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 70, 99, 98, 18, 0),
-    RoutineLab("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", 135, 145, 139, 2.5, 0),
-    RoutineLab("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", 3.5, 5.1, 4.2, 0.4, 1),
-    RoutineLab("2075-0", "Chloride [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", 98, 107, 102, 2.5, 0),
-    RoutineLab("2028-9", "Carbon dioxide, total [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L",
+    PanelLab("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 70, 99, 98, 18, 0),
+    PanelLab("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", 135, 145, 139, 2.5, 0),
+    PanelLab("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", 3.5, 5.1, 4.2, 0.4, 1),
+    PanelLab("2075-0", "Chloride [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", 98, 107, 102, 2.5, 0),
+    PanelLab("2028-9", "Carbon dioxide, total [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L",
                22, 29, 25, 1.8, 0),
-    RoutineLab("3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 7, 20, 14, 4, 0),
-    RoutineLab("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 0.6, 1.2, 0.9, 0.2, 2),
-    RoutineLab("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 8.6, 10.3, 9.4, 0.4, 1),
+    PanelLab("3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 7, 20, 14, 4, 0),
+    PanelLab("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 0.6, 1.2, 0.9, 0.2, 2),
+    PanelLab("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", 8.6, 10.3, 9.4, 0.4, 1),
 )
 CBC = (
-    RoutineLab("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "K/uL", "10*3/uL", 4, 11, 7, 1.8, 1),
-    RoutineLab("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", "g/dL", 12, 16, 13.8, 1.3, 1),
-    RoutineLab("4544-3", "Hematocrit [Volume Fraction] of Blood by Automated count", "%", "%", 36, 46, 41, 3.5, 1),
-    RoutineLab("777-3", "Platelets [#/volume] in Blood by Automated count", "K/uL", "10*3/uL", 150, 400, 250, 55, 0),
+    PanelLab("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "K/uL", "10*3/uL", 4, 11, 7, 1.8, 1),
+    PanelLab("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", "g/dL", 12, 16, 13.8, 1.3, 1),
+    PanelLab("4544-3", "Hematocrit [Volume Fraction] of Blood by Automated count", "%", "%", 36, 46, 41, 3.5, 1),
+    PanelLab("777-3", "Platelets [#/volume] in Blood by Automated count", "K/uL", "10*3/uL", 150, 400, 250, 55, 0),
 )
 OTHER_LABS = (
-    RoutineLab("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "%", 4, 5.6, 5.7, 0.8, 1),
-    RoutineLab("13457-7", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation", "mg/dL", "mg/dL",
+    PanelLab("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "%", 4, 5.6, 5.7, 0.8, 1),
+    PanelLab("13457-7", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation", "mg/dL", "mg/dL",
                0, 99, 112, 30, 0),
-    RoutineLab("3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "m[IU]/L", "m[IU]/L", 0.4, 4.0, 1.9, 0.9, 2),
+    PanelLab("3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "m[IU]/L", "m[IU]/L", 0.4, 4.0, 1.9, 0.9, 2),
 )
 #: Vital signs taken at a visit: LOINC, display, unit, UCUM, mean, sd, decimals (blood pressure is a panel).
 VITALS = (
@@ -209,7 +197,7 @@ def _person(rng: random.Random, pid: str, as_of: date, prevalence: Prevalence, *
     return patient
 
 
-def _routine_lab(p: _Patient, lab: RoutineLab, when: str) -> Resource:
+def _routine_lab(p: _Patient, lab: PanelLab, when: str) -> Resource:
     value = round(max(p.rng.gauss(lab.mean, lab.sd), lab.mean / 4), lab.digits)
     obs = fhir.observation(p.rid("lab"), p.subject, lab.loinc, when, value=value, unit=lab.unit, ucum=lab.ucum)
     obs["code"] = fhir.concept(LOINC, lab.loinc, lab.display)
@@ -261,7 +249,7 @@ def _visit(p: _Patient, age: int, days_before: int, weight: float) -> None:
         p.resources.extend(labs)
 
 
-def _panel(p: _Patient, code: tuple[str, str], labs: tuple[RoutineLab, ...], when: str) -> None:
+def _panel(p: _Patient, code: tuple[str, str], labs: tuple[PanelLab, ...], when: str) -> None:
     """A panel's results, usually with the DiagnosticReport that cites them."""
     results = [_routine_lab(p, lab, when) for lab in labs]
     p.resources.extend(results)
