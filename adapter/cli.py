@@ -319,6 +319,7 @@ def serve(
     config = uvicorn.Config("adapter.cds.app:served_app", factory=True, host=settings.host, port=settings.port,
                             workers=settings.workers, log_level=settings.log_level.lower(), access_log=False,
                             log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_s,
+                            timeout_worker_healthcheck=settings.worker_start_timeout_s,
                             **uvicorn_limits(settings), **tls.options)
     serve_until_stopped(config)  # SIGTERM/SIGINT: in-flight hooks finish, exit 0 (adapter/cds/shutdown.py)
 

@@ -16,11 +16,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import selectors
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,7 +35,7 @@ from sqlalchemy import create_engine, text
 
 from adapter.fhir_sandbox import free_port
 from tests.fhir_server import FhirTestServer
-from tests.helpers import stop
+from tests.serve_process import log_records, serve_environment, serve_process
 from tests.service_server import AS_OF, ServiceServer, running_service, service_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +63,7 @@ class Served:
         return self.log_path.read_text(errors="replace")
 
     def log_records(self) -> list[dict[str, Any]]:
-        """The JSON log lines (the start-up banner of `serve` on stderr is not JSON)."""
-        out = []
-        for line in self.log_text().splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    out.append(record)
-        return out
+        return log_records(self.log_path)
 
     def wait_for_log(self, found: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """The first log record matching `found`; a log line is written just after the response is sent."""
@@ -92,43 +82,25 @@ class Served:
         return jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "k1", "typ": "JWT", **header})
 
 
-def serve_environment(workdir: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AXIOM_")}
-    env.update({
-        "AXIOM_PORT": str(port),
-        "AXIOM_DATABASE_URL": f"sqlite:///{workdir / 'cds.db'}",
-        "AXIOM_AS_OF": AS_OF.isoformat(),
-        "AXIOM_LOG_LEVEL": "INFO",
-        "AXIOM_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "AXIOM_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks": JWKS}]),
-        "AXIOM_FHIR_SERVERS": json.dumps(["https://fhir.hospital.example/r4"]),
-        **extra,
-    })
-    return env
+def serve_settings(workdir: Path, port: int, **extra: str) -> dict[str, str]:
+    return serve_environment(port, AXIOM_DATABASE_URL=f"sqlite:///{workdir / 'cds.db'}",
+                             AXIOM_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                             AXIOM_TRUSTED_ISSUERS=json.dumps([{"iss": ISS, "jwks": JWKS}]),
+                             AXIOM_FHIR_SERVERS=json.dumps(["https://fhir.hospital.example/r4"]), **extra)
 
 
 @contextlib.contextmanager
 def serving(workdir: Path, **extra: str) -> Iterator[Served]:
     port = free_port()
-    log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve"], cwd=ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, env=serve_environment(workdir, port, **extra))
-    served = Served(f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + 60.0
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"axiom-cds serve stopped:\n{served.log_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(served.base_url + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"axiom-cds serve did not start:\n{served.log_text()[-3000:]}")
-            time.sleep(0.1)
+    served = Served(f"http://127.0.0.1:{port}", workdir / "serve.log")
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(served.base_url + "/healthz", timeout=1.0).status_code == 200
+        return False
+
+    with serve_process([], serve_settings(workdir, port, **extra), served.log_path, ready):
         yield served
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,7 +32,7 @@ from adapter.fhir_sandbox import free_port
 from adapter.store import Store
 from tests.faulty_server import FaultyFhirServer, held
 from tests.fhir_server import FhirTestServer
-from tests.helpers import stop
+from tests.serve_process import log_records, log_tail, serve_environment, serve_process
 from tests.service_server import AS_OF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +55,7 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     def log_records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    out.append(record)
-        return out
+        return log_records(self.log_path)
 
     def exit_status(self, bound_s: float) -> int:
         try:
@@ -72,7 +64,7 @@ class Served:
             raise AssertionError(f"serve did not exit within {bound_s:g} s:\n{self.log_tail()}") from None
 
     def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
+        return log_tail(self.log_path)
 
 
 @contextlib.contextmanager
@@ -81,31 +73,17 @@ def serving(workdir: Path, fhir_base: str, **extra: str) -> Iterator[Served]:
     far beyond the time the test holds a read (the hook must wait, not give up)."""
     port = free_port()
     database_url = f"sqlite:///{workdir / 'cds.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AXIOM_")}
-    env.update({"AXIOM_PORT": str(port), "AXIOM_DATABASE_URL": database_url, "AXIOM_AS_OF": AS_OF.isoformat(),
-                "AXIOM_LOG_LEVEL": "INFO", "AXIOM_FHIR_SERVERS": json.dumps([fhir_base]),
-                "AXIOM_FHIR_DEADLINE_S": "60", "AXIOM_FHIR_REQUEST_TIMEOUT_S": "60",
-                "AXIOM_SHUTDOWN_GRACE_S": str(GRACE_S), **extra})
+    env = serve_environment(port, AXIOM_DATABASE_URL=database_url, AXIOM_FHIR_SERVERS=json.dumps([fhir_base]),
+                            AXIOM_FHIR_DEADLINE_S="60", AXIOM_FHIR_REQUEST_TIMEOUT_S="60",
+                            AXIOM_SHUTDOWN_GRACE_S=str(GRACE_S), **extra)
     log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--no-auth"], cwd=ROOT,
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
-    served = Served(process, port, log_path, database_url)
-    try:
-        deadline = time.monotonic() + 60.0
-        while not healthy(served):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"axiom-cds serve did not start:\n{served.log_tail()}")
-            time.sleep(0.1)
-        yield served
-    finally:
-        if process.poll() is None:
-            stop(process)
+    with serve_process(["--no-auth"], env, log_path, lambda: healthy(port)) as process:
+        yield Served(process, port, log_path, database_url)
 
 
-def healthy(served: Served) -> bool:
+def healthy(port: int) -> bool:
     with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(served.base_url + "/healthz", timeout=2.0).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code == 200
     return False
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import signal
 import ssl
 import subprocess
@@ -35,8 +34,7 @@ from adapter.cds.routes.discovery import SERVICE_ID
 from adapter.cds.settings import Settings
 from adapter.cds.tls import TlsError, tls_options
 from adapter.fhir_sandbox import free_port
-from tests.helpers import stop
-from tests.service_server import AS_OF
+from tests.serve_process import serve_environment, serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ISS = "https://ehr.hospital.example"
@@ -113,12 +111,9 @@ def weak_clients(pem: Pem) -> list[ssl.SSLContext]:
 
 
 def serve_env(port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AXIOM_")}
-    env.update({"AXIOM_PORT": str(port), "AXIOM_AS_OF": AS_OF.isoformat(), "AXIOM_LOG_LEVEL": "INFO",
-                "AXIOM_PUBLIC_BASE_URL": f"https://127.0.0.1:{port}",
-                "AXIOM_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks": JWKS}]),
-                "AXIOM_FHIR_SERVERS": json.dumps(["https://fhir.hospital.example/r4"]), **extra})
-    return env
+    return serve_environment(port, AXIOM_PUBLIC_BASE_URL=f"https://127.0.0.1:{port}",
+                             AXIOM_TRUSTED_ISSUERS=json.dumps([{"iss": ISS, "jwks": JWKS}]),
+                             AXIOM_FHIR_SERVERS=json.dumps(["https://fhir.hospital.example/r4"]), **extra)
 
 
 @dataclass
@@ -135,28 +130,17 @@ class Served:
 def serving_tls(workdir: Path, server: Pem, client: httpx.Client, **extra: str) -> Iterator[Served]:
     """`axiom-cds serve` with this certificate; yields once `client` gets /healthz over HTTPS."""
     port = free_port()
+    base_url = f"https://127.0.0.1:{port}"
     env = serve_env(port, AXIOM_DATABASE_URL=f"sqlite:///{workdir / 'cds.db'}",
                     AXIOM_TLS_CERTFILE=str(server.cert), AXIOM_TLS_KEYFILE=str(server.key), **extra)
-    log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve"], cwd=ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, env=env)
-    served = Served(f"https://127.0.0.1:{port}", log_path, process)
-    try:
-        deadline = time.monotonic() + 60.0
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"axiom-cds serve stopped:\n{served.log_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if client.get(served.base_url + "/healthz").status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"axiom-cds serve did not start:\n{served.log_text()[-3000:]}")
-            time.sleep(0.1)
-        yield served
-    finally:
-        if process.poll() is None:
-            stop(process)
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return client.get(base_url + "/healthz").status_code == 200
+        return False
+
+    with serve_process([], env, workdir / "serve.log", ready) as process:
+        yield Served(base_url, workdir / "serve.log", process)
 
 
 def token(audience: str) -> str:

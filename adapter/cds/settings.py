@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    worker_start_timeout_s: int = Field(60, ge=5, description="With AXIOM_WORKERS > 1: how long a worker may take "
+                                        "to start and to answer the supervisor's health check before it is "
+                                        "killed and restarted (uvicorn's default, 5 s, restarts workers forever on "
+                                        "a loaded host: a worker imports the engine and its tables first)")
     trial: str = "axiom"
     public_base_url: Annotated[str | None, AfterValidator(_public_base)] = Field(
         None, description="The URL EHRs call this service at: every JWT's aud is this plus the path called "
