@@ -112,6 +112,11 @@ def _broken(tmp_path: Path, mutate: object) -> str:
     (lambda d: d["criteria"].append(dict(d["criteria"][7])), "criteria", "appears twice"),
     (lambda d: d.update(nct="5333458"), "nct", "pattern"),
     (lambda d: d.pop("cohorts"), "cohorts", "required"),
+    # a source documents a parameter the criterion sets (a typo would leave the real one unsourced)
+    (lambda d: d["criteria"][16]["sources"].update(hcg_positive=""), "criteria[16] (pregnancy-breastfeeding)",
+     "'hcg_positive' is not a parameter this criterion sets"),
+    (lambda d: d["criteria"][2]["sources"].update({"min_mm.ultrasound": ""}), "criteria[2] (measurable-disease)",
+     "'min_mm.ultrasound' is not a parameter"),
 ])
 def test_a_bad_trial_file_stops_the_tool_with_the_file_the_path_and_the_reason(
         tmp_path: Path, mutate: object, where: str, why: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 
 class Params(BaseModel):
@@ -22,6 +22,21 @@ class Params(BaseModel):
     label: str | None = Field(None, description="the criterion in a clinician's words on the card "
                                                 "(default: its input's label in observations.yaml)")
     window_days: PositiveInt | None = Field(None, description="look-back for its data; default: the trial's")
+    sources: dict[str, str] = Field(default_factory=dict, description="where a parameter's value comes from when "
+                                    "it is not the trial record itself (a guideline, a formula's paper, our "
+                                    "interpretation): parameter name, or name.key, → source")
+
+    @model_validator(mode="after")
+    def _sources_name_parameters(self) -> Params:
+        """A source for a parameter the criterion does not set would document nothing: refused at load."""
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        for path in self.sources:
+            name, _, key = path.partition(".")
+            value = data.get(name)
+            if name in ("text", "label", "sources") or value is None or (key and not (isinstance(value, dict)
+                                                                                        and key in value)):
+                raise ValueError(f"sources: {path!r} is not a parameter this criterion sets")
+        return self
 
     def inputs(self) -> tuple[str, ...]:
         """Observation inputs (mappings/observations.yaml) this criterion reads."""

@@ -30,7 +30,7 @@ from .sources import trial_file
 # Any day will do: a requirement never depends on the evaluation date (every window counts back from it).
 _AS_OF = date(2000, 1, 1)
 # The parameters shown above the table rather than in it.
-_SHOWN_ABOVE = ("text", "label")
+_SHOWN_ABOVE = ("text", "label", "sources")
 
 
 def stated_requirements(trial: Trial) -> dict[str, str]:
@@ -200,7 +200,8 @@ def _parameters(criterion: Criterion, trial: Trial) -> list[str]:
     for name, value in data.items():
         if name in _SHOWN_ABOVE:
             continue
-        for path, leaf, source in _flatten(value, name, default_source):
+        for path, leaf, source in _flatten(value, name, criterion.params.sources.get(name, default_source)):
+            source = criterion.params.sources.get(path, source)
             rows.append([md.code(path), _value(leaf), md.text(_description(model, path) or ""), md.text(source)])
     return md.table(["parameter", "value", "meaning (adapter/criteria/params.py)", "source"], rows)
 
