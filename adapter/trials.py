@@ -63,6 +63,8 @@ class CodingSpec(_Strict):
 class ReferralSpec(_Strict):
     code: CodingSpec
     text: str
+    identifier_system: str | None = Field(None, description="ServiceRequest.identifier system of the referral "
+                                          "(value: trial id-patient id), by which an existing one is found")
 
 
 class ReasonSpec(_Strict):

@@ -8,14 +8,18 @@ What it is, as an EHR would be (SMART App Launch 2.x, EHR launch):
   can launch the app against this EHR;
 - `GET /auth/authorize` — checks client, redirect URI, `aud`, the launch and the PKCE challenge, then
   approves at once for the launch's patient (the "user" is whoever the test is) and redirects back with
-  a code; `POST /auth/token` — one use per code, redirect URI and PKCE verifier checked (S256);
+  a code; `POST /auth/token` — one use per code, redirect URI and PKCE verifier checked (S256), and with
+  `openid` asked for, an id_token (RS256, `fhirUser` = the configured clinician, absolute on the FHIR
+  base as Epic sends it) signed by a key of its own, published at `GET /auth/jwks` (the smart-configuration's
+  `jwks_uri`; or, with `list_jwks` off, only in `{issuer}/.well-known/openid-configuration`);
 - `{fhir}/…` — forwarded to sekmet only with a valid token whose scopes allow the interaction on that
   type (v2 `cruds` letters or v1 `read`/`write`), inside the token's patient compartment; the upstream
   base is rewritten to this one in answers (next links, Location).
 
 Knobs (`MockEhrConfig`) make it misbehave for the negative paths: no or `plain` PKCE, scopes dropped from
-the grant, no patient in the token response, a failing Patient read; `open_reads` lets requests without
-a token through (the CDS Hooks sandbox reads an open FHIR server).
+the grant, no patient in the token response, a failing Patient read, an id_token with a bad signature, for
+another audience, expired, or none; `open_reads` lets requests without a token through (the CDS Hooks
+sandbox reads an open FHIR server).
 
 Run by hand for the sandbox check (docs/review-app.md):
     python -m tests.mock_ehr --upstream http://127.0.0.1:8090/fhir --port 8095 \\
@@ -38,12 +42,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 import httpx
+import jwt
 import orjson
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -62,9 +68,12 @@ if TYPE_CHECKING:
     from tests.service_server import ServiceServer
 
 CLIENT_ID = "axiom-review"
+CLINICIAN = "Practitioner/review-clinician"  # the signed-in user's fhirUser (a fixed reference)
+CLINICIAN_NAME = "Dr. Rivka Test"
+IdTokenMode = Literal["valid", "bad-signature", "wrong-aud", "expired", "none"]
 READ_SCOPES = smart_scopes(read_types(fhir_wanted(load_trial("axiom"))))  # what a hook's token grants
 START_TIMEOUT_S = 30.0
-_FORWARDED = ("accept", "content-type", "prefer")
+_FORWARDED = ("accept", "content-type", "prefer", "if-none-exist")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 
 
@@ -79,6 +88,9 @@ class MockEhrConfig:
     fail_patient_read: bool = False  # Patient reads answer 503
     open_reads: bool = False  # requests without a token are forwarded (the CDS Hooks sandbox)
     token_lifetime_s: int = 3600
+    id_token: IdTokenMode = "valid"  # what the token response carries when `openid` was asked for
+    fhir_user: str = CLINICIAN  # relative: sent absolute on the FHIR base, as Epic does
+    list_jwks: bool = True  # False: jwks_uri only in the issuer's openid-configuration
 
 
 @dataclass
@@ -105,6 +117,8 @@ class MockEhr:
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tokens: dict[str, Grant] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
+    signing_key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
+    kid: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def fhir_base(self) -> str:
@@ -123,20 +137,54 @@ class MockEhr:
 
     # ------------------------------------------------------------------ authorization server
 
+    @property
+    def issuer(self) -> str:
+        """The OpenID issuer: not the FHIR base (as at Epic or Oracle Health), so the app must use the
+        configuration's."""
+        return f"{self.base_url}/auth"
+
     def smart_configuration(self, _: Request) -> Response:
         body: dict[str, Any] = {
-            "issuer": self.base_url,
+            "issuer": self.issuer,
             "authorization_endpoint": f"{self.base_url}/auth/authorize",
             "token_endpoint": f"{self.base_url}/auth/token",
             "capabilities": ["launch-ehr", "client-public", "client-confidential-symmetric", "context-ehr-patient",
-                             "permission-v1", "permission-v2", "permission-patient"],
+                             "permission-v1", "permission-v2", "permission-patient", "sso-openid-connect"],
             "grant_types_supported": ["authorization_code"],
             "response_types_supported": ["code"],
             "scopes_supported": ["launch", "openid", "fhirUser", "patient/*.rs", "patient/*.cruds"],
         }
         if self.config.code_challenge_methods is not None:
             body["code_challenge_methods_supported"] = self.config.code_challenge_methods
+        if self.config.list_jwks:
+            body["jwks_uri"] = f"{self.issuer}/jwks"
         return JSONResponse(body)
+
+    def openid_configuration(self, _: Request) -> Response:
+        return JSONResponse({"issuer": self.issuer, "jwks_uri": f"{self.issuer}/jwks",
+                             "authorization_endpoint": f"{self.base_url}/auth/authorize",
+                             "token_endpoint": f"{self.base_url}/auth/token",
+                             "id_token_signing_alg_values_supported": ["RS256"]})
+
+    def jwks(self, _: Request) -> Response:
+        key = {**jwt.algorithms.RSAAlgorithm.to_jwk(self.signing_key.public_key(), as_dict=True),
+               "kid": self.kid, "alg": "RS256", "use": "sig"}
+        return JSONResponse({"keys": [key]})
+
+    def id_token(self, mode: IdTokenMode) -> str | None:
+        """The id_token of a sign-in, or a broken one (the test knob)."""
+        if mode == "none":
+            return None
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": "clinician-sub-1", "aud": self.config.client_id,
+                  "iat": now, "exp": now + 300, "fhirUser": f"{self.fhir_base}/{self.config.fhir_user}",
+                  "name": CLINICIAN_NAME}
+        if mode == "wrong-aud":
+            claims["aud"] = "another-app"
+        if mode == "expired":
+            claims.update(iat=now - 3600, exp=now - 1800)
+        key = rsa.generate_private_key(65537, 2048) if mode == "bad-signature" else self.signing_key
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})
 
     async def smart_launch(self, request: Request) -> Response:
         try:
@@ -147,7 +195,7 @@ class MockEhr:
         patient = params.get("patient") if isinstance(params, dict) else None
         if not isinstance(patient, str) or not patient:
             return JSONResponse({"error": "parameters.patient is required"}, status_code=400)
-        context = params.get("appContext")
+        context = params.get("appContext") if isinstance(params, dict) else None
         return JSONResponse({"launch_id": self.launch(patient, context if isinstance(context, str) else None)})
 
     def authorize(self, request: Request) -> Response:
@@ -212,6 +260,8 @@ class MockEhr:
             body["patient"] = launch["patient"]
         if launch.get("appContext"):
             body["appContext"] = launch["appContext"]
+        if "openid" in entry["scopes"] and (id_token := self.id_token(cfg.id_token)) is not None:
+            body["id_token"] = id_token
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------ FHIR proxy
@@ -307,6 +357,8 @@ class MockEhr:
             Route("/fhir/_services/smart/Launch", self.smart_launch, methods=["POST"]),
             Route("/auth/authorize", self.authorize),
             Route("/auth/token", self.token, methods=["POST"]),
+            Route("/auth/jwks", self.jwks),
+            Route("/auth/.well-known/openid-configuration", self.openid_configuration),
             Route("/fhir/{path:path}", self.fhir, methods=["GET", "POST"]),
         ]
         # the CDS Hooks sandbox calls the FHIR server and the launch endpoint from the browser
@@ -336,12 +388,17 @@ def loaded_patients(fhir_server: SekmetServer, names: tuple[str, ...]) -> Iterat
     try:
         yield {name: pid for name, (pid, _) in loaded.items()}
     finally:
-        with httpx.Client(timeout=30.0, trust_env=False) as http:
-            for pid, bundle in loaded.values():
-                found = fhir_server.get("ServiceRequest", params={"subject": f"Patient/{pid}"}).json()
-                for entry in found.get("entry") or ():
-                    http.delete(f"{fhir_server.base_url}/ServiceRequest/{entry['resource']['id']}")
-                fhir_server.unload(bundle)
+        for pid, bundle in loaded.values():
+            delete_drafts(fhir_server, pid)
+            fhir_server.unload(bundle)
+
+
+def delete_drafts(fhir_server: SekmetServer, pid: str) -> None:
+    """The ServiceRequests the tests wrote for this patient, deleted (a test that needs none open)."""
+    with httpx.Client(timeout=30.0, trust_env=False) as http:
+        found = fhir_server.get("ServiceRequest", params={"subject": f"Patient/{pid}", "_count": "100"}).json()
+        for entry in found.get("entry") or ():
+            http.delete(f"{fhir_server.base_url}/ServiceRequest/{entry['resource']['id']}")
 
 
 def with_review(server: ServiceServer, ehr: MockEhr) -> ServiceServer:

@@ -19,6 +19,7 @@ from adapter.criteria.model import EligibilityReport
 from adapter.engine import evaluate_bundle
 from adapter.report.card import SUMMARY_LIMIT, card
 from adapter.synth import fhir
+from adapter.trials import load_trial
 from tests.card_validator import assert_valid_response
 from tests.helpers import AS_OF, PID, asps
 from tests.service_server import service_settings
@@ -155,6 +156,17 @@ def test_the_referral_names_the_configured_study_team_and_its_contact() -> None:
     line = next(x for x in shown["detail"].splitlines() if x.startswith("**Recruitment:**"))
     assert "ASPS cohort open in the trial record" in line and "recruiting at this site" in line
     assert "Example Cancer Center, clinic 4" in line and "+1 555 0100" in line
+
+
+def test_the_cards_referral_carries_the_business_identifier_the_review_app_searches_by() -> None:
+    """Accepted from the card, the EHR stores a referral the review app later finds (and does not make again):
+    one identifier per trial and patient, its system from the trial file."""
+    shown = card_of("asps-likely-eligible")
+    (referral,) = [s for s in shown["suggestions"] if s["label"].startswith("Refer")]
+    request = referral["actions"][0]["resource"]
+    patient_id = request["subject"]["reference"].split("/")[-1]
+    system = load_trial("axiom").card["referral"]["identifier_system"]
+    assert system and request["identifier"] == [{"system": system, "value": f"axiom-{patient_id}"}]
 
 
 def test_a_site_that_does_not_enrol_gets_no_referral_suggestion() -> None:

@@ -19,7 +19,16 @@ import pytest
 
 from adapter.trials import load_trial
 from tests.fhir_server import FhirTestServer
-from tests.mock_ehr import MockEhr, card_for, launch_url, loaded_patients, running_mock_ehr, smart_link, with_review
+from tests.mock_ehr import (
+    CLINICIAN_NAME,
+    MockEhr,
+    card_for,
+    launch_url,
+    loaded_patients,
+    running_mock_ehr,
+    smart_link,
+    with_review,
+)
 from tests.service_server import ServiceServer
 
 pytestmark = pytest.mark.fhir_server
@@ -145,6 +154,7 @@ def test_launch_keyboard_checklist_and_referral(chromium: Any, service: ServiceS
     page.wait_for_url(f"{service.base_url}/review/app")
     assert page.locator("[data-overall]").get_attribute("data-overall") == "likely-eligible"
     assert page.locator("article[data-criterion]").count() == 17
+    assert page.locator("#signed-in").inner_text() == f"Signed in as {CLINICIAN_NAME}"  # the verified id_token
     # the stylesheet came through the CSP ('self'), and nothing was refused
     assert page.evaluate("getComputedStyle(document.querySelector('.banner')).backgroundColor") == "rgb(11, 58, 91)"
     page.screenshot(path=str(ARTIFACTS / "app-likely-eligible.png"), full_page=True)

@@ -33,10 +33,14 @@ from adapter.review.sessions import ReviewStore, review_sessions
 from adapter.trials import load_trial
 from tests.fhir_server import FhirTestServer
 from tests.mock_ehr import (
+    CLINICIAN,
+    CLINICIAN_NAME,
     READ_SCOPES,
+    IdTokenMode,
     MockEhr,
     MockEhrConfig,
     card_for,
+    delete_drafts,
     launch_url,
     loaded_patients,
     renamed,
@@ -185,7 +189,7 @@ def test_card_link_to_referral_read_back_from_the_server(
         assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
         assert query["aud"] == ehr.fhir_base and query["redirect_uri"] == f"{service.base_url}/review/callback"
         assert set(query["scope"].split()) == {"launch", "openid", "fhirUser", *READ_SCOPES,
-                                               "patient/ServiceRequest.cr"}
+                                               "patient/ServiceRequest.crs"}
         assert "patient/Observation.rs" in READ_SCOPES and "patient/Patient.rs" in READ_SCOPES
 
         approved = browser.get(launched.headers["location"])
@@ -194,6 +198,8 @@ def test_card_link_to_referral_read_back_from_the_server(
         response = browser.get(f"{service.base_url}/review/app")
         assert response.status_code == 200
         page = Page(response.text)
+        # the clinician, from the EHR's verified id_token (its name claim; its fhirUser is recorded)
+        assert f"Signed in as {CLINICIAN_NAME}" in page.text
 
         # the one engine: the page's verdicts are the CLI's for the same patient on the same server
         report = cli_report(fhir_server, pid)
@@ -217,6 +223,8 @@ def test_card_link_to_referral_read_back_from_the_server(
         page = Page(browser.get(f"{service.base_url}/review/app").text)
         assert page.checked == {"informed-consent", "swallow-pills"}
         assert "Checklist saved: 2 of 4 confirmed." in page.text
+        assert f"by {CLINICIAN}" in page.text
+        assert {a.fhir_user for a in stored_answers(service, ehr, pid).values()} == {CLINICIAN}
 
         # the referral: written with the clinician's token, read back, shown with its id
         created = browser.post(f"{service.base_url}/review/referral", data={"csrf": csrf})
@@ -228,6 +236,9 @@ def test_card_link_to_referral_read_back_from_the_server(
         assert stored["subject"]["reference"] == f"Patient/{pid}"
         assert stored["status"] == "draft" and stored["intent"] == "proposal"
         assert TRIAL.card["referral"]["code"] in stored["code"]["coding"]
+        assert stored["requester"] == {"reference": CLINICIAN}  # the fhirUser, relative on this server
+        assert stored["identifier"] == [{"system": TRIAL.card["referral"]["identifier_system"],
+                                         "value": f"axiom-{pid}"}]
         posts = [s for s in ehr.seen if s.method == "POST" and s.path == "/fhir/ServiceRequest"]
         assert posts and all(s.token and s.status == 201 for s in posts)
         # once only: a second press creates nothing more
@@ -243,8 +254,118 @@ def test_card_link_to_referral_read_back_from_the_server(
     # the service's own log lines (the mock EHR and the test's clients log in this process too)
     logged = "\n".join(JsonFormatter().format(r) for r in caplog.records if r.name.startswith("axiom_cds"))
     assert '"review evaluated"' in logged and '"review drafts created"' in logged
-    for secret in (pid, *tokens, "245 K/uL", "1992-07-07", "AspsLikelyEligible"):
+    id_tokens = [r for r in caplog.records if r.name.startswith("axiom_cds") and getattr(r, "id_token", False)]
+    assert id_tokens and all(r.__dict__["fhir_user"] == CLINICIAN for r in id_tokens)  # an id: logged
+    for secret in (pid, *tokens, "245 K/uL", "1992-07-07", "AspsLikelyEligible", CLINICIAN_NAME, "eyJ"):
         assert secret not in logged, secret
+
+
+def stored_answers(service: ServiceServer, ehr: MockEhr, pid: str) -> dict[str, Any]:
+    """The checklist as the service's database holds it for this patient (by its patient key)."""
+    store = ReviewStore(service.settings.database_url)
+    try:
+        return store.attestations(service.app.state.service.patient_key(ehr.fhir_base, pid), TRIAL.version)
+    finally:
+        store.close()
+
+
+def open_referrals(fhir_server: FhirTestServer, pid: str) -> list[dict[str, Any]]:
+    """The patient's draft or active ServiceRequests with our referral identifier, on the server itself."""
+    system = TRIAL.card["referral"]["identifier_system"]
+    found = fhir_server.get("ServiceRequest", params={"subject": f"Patient/{pid}", "status": "draft,active",
+                                                      "identifier": f"{system}|axiom-{pid}"}).json()
+    return [e["resource"] for e in found.get("entry") or ()]
+
+
+def test_a_second_review_finds_the_referral_and_creates_none(
+        service: ServiceServer, ehr: MockEhr, fhir_server: FhirTestServer, patients: dict[str, str],
+        browser: httpx.Client) -> None:
+    pid = patients[ELIGIBLE]
+    delete_drafts(fhir_server, pid)
+    page = open_app(browser, service, ehr, pid)
+    assert "Create referral" in page.text
+    assert browser.post(f"{service.base_url}/review/referral", data={"csrf": next(iter(page.csrf))}).status_code == 303
+    (first,) = open_referrals(fhir_server, pid)
+
+    # another review of the same patient (a new launch, a new session): the open referral is shown, not offered
+    page = open_app(browser, service, ehr, pid)
+    assert f"A referral draft already exists in the EHR: ServiceRequest/{first['id']}" in page.text
+    assert f"requested by {CLINICIAN}" in page.text and "no other is created from here" in page.text
+    assert "Create referral" not in page.text and page.drafts == {}
+    # a press anyway (an old page's form of this session): nothing is created
+    response = browser.post(f"{service.base_url}/review/referral", data={"csrf": next(iter(page.csrf))})
+    assert response.status_code == 303
+    page = Page(browser.get(f"{service.base_url}/review/app").text)
+    assert f"No referral was created: ServiceRequest/{first['id']} is open in the EHR already." in page.text
+    assert [r["id"] for r in open_referrals(fhir_server, pid)] == [first["id"]]
+    count = fhir_server.get("ServiceRequest", params={"subject": f"Patient/{pid}", "_summary": "count"}).json()
+    assert count["total"] == 1  # exactly one ServiceRequest for the patient on the server
+
+    # once it is no longer open (the team completed it), a new referral can be made
+    done = httpx.put(f"{fhir_server.base_url}/ServiceRequest/{first['id']}", json={**first, "status": "completed"},
+                     trust_env=False, timeout=30.0)
+    assert done.status_code == 200, done.text
+    page = open_app(browser, service, ehr, pid)
+    assert "Create referral" in page.text and "already exists" not in page.text
+
+
+def test_without_the_search_scope_no_referral_is_offered(service: ServiceServer, ehr: MockEhr,
+                                                          knobs: MockEhrConfig, patients: dict[str, str],
+                                                          browser: httpx.Client) -> None:
+    """The app cannot tell whether a referral exists: it says so and offers none (it never makes two)."""
+    knobs.drop_scopes = {"patient/ServiceRequest.crs"}
+    page = open_app(browser, service, ehr, patients[ELIGIBLE])
+    assert "No referral is offered: The EHR did not grant it the right to search ServiceRequests" in page.text
+    assert "Create referral" not in page.text
+
+
+@pytest.mark.parametrize(("mode", "words"), [
+    ("bad-signature", "signature does not match the EHR's published keys"),
+    ("wrong-aud", "issued for another app"),
+    ("expired", "has expired"),
+])
+def test_an_invalid_id_token_is_refused(service: ServiceServer, ehr: MockEhr, knobs: MockEhrConfig,
+                                        patients: dict[str, str], browser: httpx.Client, mode: IdTokenMode,
+                                        words: str) -> None:
+    knobs.id_token = mode
+    response = sign_in(browser, service, ehr, patients[ELIGIBLE])
+    assert_problem_page(response, 401, "sign-in could not be verified", words, "Nothing was stored")
+    # no session: the cookie opens nothing, the page is closed
+    store = ReviewStore(service.settings.database_url)
+    try:
+        assert store.load(browser.cookies.get("axiom_review")) is None
+    finally:
+        store.close()
+    assert_problem_page(browser.get(f"{service.base_url}/review/app"), 401, "The review session has ended")
+
+
+def test_without_an_id_token_the_clinician_is_not_identified(
+        service: ServiceServer, ehr: MockEhr, knobs: MockEhrConfig, fhir_server: FhirTestServer,
+        patients: dict[str, str], browser: httpx.Client) -> None:
+    knobs.id_token = "none"
+    pid = patients[MISSING_LABS]
+    delete_drafts(fhir_server, pid)
+    page = open_app(browser, service, ehr, pid)
+    assert "Signed in: clinician not identified by the EHR" in page.text
+    (csrf,) = page.csrf
+    assert browser.post(f"{service.base_url}/review/attestations",
+                        data={"csrf": csrf, "attestation": "swallow-pills"}).status_code == 303
+    page = Page(browser.get(f"{service.base_url}/review/app").text)
+    assert "by a clinician the EHR did not identify" in page.text
+    assert {a.fhir_user for a in stored_answers(service, ehr, pid).values()} == {None}
+    assert browser.post(f"{service.base_url}/review/lab-orders", data={"csrf": csrf}).status_code == 303
+    orders = [i for i, kind in Page(browser.get(f"{service.base_url}/review/app").text).drafts.items()
+              if kind == "lab-order"]
+    assert orders and all("requester" not in fhir_server.get(f"ServiceRequest/{rid}").json() for rid in orders)
+
+
+def test_the_key_set_from_the_issuers_openid_configuration(service: ServiceServer, ehr: MockEhr,
+                                                           knobs: MockEhrConfig, patients: dict[str, str],
+                                                           browser: httpx.Client) -> None:
+    """An EHR whose smart-configuration lists no jwks_uri: the issuer's OpenID configuration names it."""
+    knobs.list_jwks = False
+    page = open_app(browser, service, ehr, patients[NOT_ELIGIBLE])
+    assert f"Signed in as {CLINICIAN_NAME}" in page.text
 
 
 def test_missing_labs_are_ordered_as_drafts(service: ServiceServer, ehr: MockEhr, fhir_server: FhirTestServer,
@@ -267,6 +388,7 @@ def test_missing_labs_are_ordered_as_drafts(service: ServiceServer, ehr: MockEhr
 def test_a_double_press_creates_one_referral(service: ServiceServer, ehr: MockEhr, fhir_server: FhirTestServer,
                                              patients: dict[str, str], browser: httpx.Client) -> None:
     pid = patients[ELIGIBLE]
+    delete_drafts(fhir_server, pid)
     page = open_app(browser, service, ehr, pid)
     count = {"subject": f"Patient/{pid}", "_summary": "count"}
     before = fhir_server.get("ServiceRequest", params=count).json()["total"]

@@ -20,7 +20,7 @@ from ..cds.settings import Settings
 from ..criteria.model import CriterionResult, EligibilityReport
 from ..tables import observations
 from ..trials import Trial
-from .referral import StudyTeam, performer, recruitment_line, referable
+from .referral import StudyTeam, performer, recruitment_line, referable, referral_identifier
 from .text import plain
 
 # Lists only, no tables: EHR card renderers that show Markdown as text (or drop tables) still read well.
@@ -242,6 +242,7 @@ def _referral(report: EligibilityReport, team: StudyTeam | None) -> dict[str, An
             "description": ref["text"],
             "resource": {
                 "resourceType": "ServiceRequest",
+                **referral_identifier(report),  # one referral per trial and patient: the review app finds it
                 "status": "draft",
                 "intent": "proposal",
                 "subject": {"reference": report.patient},

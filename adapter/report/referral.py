@@ -74,3 +74,12 @@ def performer(team: StudyTeam | None) -> dict[str, Any]:
     else:
         out["performer"] = [{"display": team.name}]
     return out
+
+
+def referral_identifier(report: EligibilityReport) -> dict[str, Any]:
+    """ServiceRequest.identifier of the trial's referral for this patient (one per trial and patient), so an
+    open referral is found before another is made; nothing when the trial file names no system."""
+    system = report.trial.card["referral"].get("identifier_system")
+    if not system:
+        return {}
+    return {"identifier": [{"system": system, "value": f"{report.trial.id}-{report.patient.split('/')[-1]}"}]}

@@ -2,30 +2,39 @@
 then read back: the page shows what the EHR stored, not what we sent.
 
 The resources are the card's own (report/card.py `card`: the same ServiceRequest, the same policy on
-when a referral is offered), so the card's suggestion and the app's button never differ.
+when a referral is offered), so the card's suggestion and the app's button never differ — down to the
+referral's business identifier (report/referral.py `referral_identifier`, one per trial and patient), by
+which an open referral — draft or active, made from this app, another session or the card — is found
+before another is created. The app adds what only it knows: the signed-in clinician as `requester`
+(identity.py).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from ..criteria.model import EligibilityReport
-from ..errors import FhirServerError
+from ..errors import FhirServerError, InputError
 from ..fhir.client import FHIR_ID, SessionClient
 from ..fhir.elements import concept_text
+from ..fhir.wire import is_bundle, is_lazy, load_json
 from ..report.card import card
 from ..report.referral import StudyTeam
 from ..report.text import plain
 from .errors import ReviewError
+from .identity import requester
 
 log = logging.getLogger("axiom_cds.review")
 
 MAX_ANSWER_BYTES = 1024 * 1024
+OPEN_STATUSES = "draft,active"  # a referral in one of these is not made again
 
 
 @dataclass(frozen=True)
@@ -35,25 +44,92 @@ class Draft:
     resource: dict[str, Any]
 
 
-def drafts(report: EligibilityReport, team: StudyTeam | None) -> tuple[Draft | None, list[Draft]]:
-    """(the referral, when the card would offer one; the lab orders for what is missing or stale)."""
+@dataclass(frozen=True)
+class Existing:
+    """An open referral already in the EHR (what the page shows instead of the button)."""
+
+    id: str
+    status: str
+    updated: str | None  # meta.lastUpdated as the server recorded it
+    requester: str | None
+
+
+def drafts(report: EligibilityReport, team: StudyTeam | None,
+           fhir_user: str | None = None) -> tuple[Draft | None, list[Draft]]:
+    """(the referral, when the card would offer one; the lab orders for what is missing or stale), each
+    requested by the signed-in clinician when the EHR identified one."""
     shown = card(report, team=team)
     referral_code = report.trial.card["referral"]["code"]
+    by = requester(fhir_user)
     referral, labs = None, []
     for suggestion in (shown or {}).get("suggestions", ()):
         for action in suggestion["actions"]:
             resource = action["resource"]
             if referral_code in resource["code"]["coding"]:
-                referral = Draft("referral", action["description"], resource)
+                referral = Draft("referral", action["description"], {**resource, **by})
             else:
-                labs.append(Draft("lab-order", action["description"], resource))
+                labs.append(Draft("lab-order", action["description"], {**resource, **by}))
     return referral, labs
 
 
-async def create(http: aiohttp.ClientSession, fhir_base: str, token: str, draft: Draft, timeout_s: float) -> str:
-    """POST the ServiceRequest (redirects not followed); its id, from the body or the Location header."""
+def identifier_query(draft: Draft) -> str | None:
+    """`system|value` of the referral's identifier (None: the trial names no system, nothing to search by)."""
+    found = draft.resource.get("identifier") or ()
+    return f"{found[0]['system']}|{found[0]['value']}" if found else None
+
+
+async def find_open(client: SessionClient, patient: str, draft: Draft) -> list[Existing]:
+    """The patient's open (draft or active) ServiceRequests with the referral's identifier, searched with
+    the clinician's token; ReviewError (502) when the EHR does not answer: then nothing is created."""
+    token = identifier_query(draft)
+    if token is None:
+        return []
+    try:  # one page: a server that honours `identifier` and `subject` (token search) has one or two
+        bundle = await client.get_json("ServiceRequest", {"subject": f"Patient/{patient}", "identifier": token,
+                                                          "status": OPEN_STATUSES, "_count": "50"})
+        if not is_bundle(bundle):
+            raise FhirServerError("the ServiceRequest search did not come back as a Bundle")
+        entries = [load_json(e.resource) if e.resource is not None else None for e in bundle.entry or ()] \
+            if is_lazy(bundle) else [e.get("resource") for e in bundle.get("entry") or () if isinstance(e, dict)]
+    except (FhirServerError, InputError) as exc:
+        raise ReviewError(502, "The EHR could not be asked for an existing referral",
+                          f"Searching its ServiceRequests failed: {plain(str(exc))}. No referral was created, so "
+                          "none is made twice.", relaunch=False) from None
+    found = []
+    for resource in entries:
+        if not isinstance(resource, dict) or resource.get("resourceType") != "ServiceRequest" \
+                or not isinstance(resource.get("id"), str) or not FHIR_ID.fullmatch(resource["id"]) \
+                or (resource.get("subject") or {}).get("reference") != f"Patient/{patient}" \
+                or str(resource.get("status")) not in OPEN_STATUSES.split(",") \
+                or not any(i in (resource.get("identifier") or ()) for i in draft.resource["identifier"]):
+            continue  # a server that ignored a search parameter: only what matches is shown
+        meta, by = resource.get("meta"), resource.get("requester")
+        who = by.get("display") or by.get("reference") if isinstance(by, dict) else None
+        found.append(Existing(resource["id"], str(resource["status"]),
+                              _instant(meta.get("lastUpdated") if isinstance(meta, dict) else None),
+                              plain(who)[:120] if isinstance(who, str) and who.strip() else None))
+    return found
+
+
+def _instant(value: Any) -> str | None:
+    """A FHIR instant as the page shows times (`2026-11-21 09:30 UTC`); None when it is not one."""
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at is not None and at.tzinfo else None
+
+
+async def create(http: aiohttp.ClientSession, fhir_base: str, token: str, draft: Draft,
+                 timeout_s: float) -> tuple[str, bool]:
+    """POST the ServiceRequest (redirects not followed): its id, from the body or the Location header, and
+    whether it is new. The referral is a conditional create (`If-None-Exist` on its identifier, draft or
+    active): a server that supports it answers 200 with the open one made meanwhile by another session."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json",
                "Accept": "application/fhir+json", "Prefer": "return=representation"}
+    token_query = identifier_query(draft)
+    if token_query is not None:
+        headers["If-None-Exist"] = f"identifier={quote(token_query, safe=':/|.-_~')}&status={OPEN_STATUSES}"
     refused = ReviewError(502, "The EHR did not store the draft", "Its FHIR server could not be reached.")
     try:
         async with http.post(f"{fhir_base}/ServiceRequest", data=orjson.dumps(draft.resource), headers=headers,
@@ -70,7 +146,7 @@ async def create(http: aiohttp.ClientSession, fhir_base: str, token: str, draft:
     if rid is None:
         raise ReviewError(502, "The EHR did not say what it stored",
                           "Its FHIR server accepted the draft without naming the new ServiceRequest.")
-    return rid
+    return rid, not (status == 200 and token_query is not None)
 
 
 def _created_id(body: bytes, location: str) -> str | None:

@@ -1,10 +1,12 @@
 """The review app's endpoints: EHR launch, the EHR's callback, the page, and its three forms.
 
 GET  /review/launch?iss=…&launch=…  iss allow-listed → smart-configuration → PKCE S256 → the EHR's authorize
-GET  /review/callback?code=…&state=… state checked against the cookie's session → code exchanged → /review/app
+GET  /review/callback?code=…&state=… state checked against the cookie's session → code exchanged → id_token
+                                    verified (identity.py) → /review/app
 GET  /review/app                    the chart read with the clinician's token, evaluated, every criterion shown
 POST /review/attestations           the checklist, stored (CSRF token of the session)
-POST /review/referral               the referral ServiceRequest draft written to the EHR, read back
+POST /review/referral               the referral ServiceRequest draft written to the EHR, read back — unless an
+                                    open one for this patient and trial is there already (drafts.find_open)
 POST /review/lab-orders             the missing labs' ServiceRequest drafts, likewise
 POST /review/end                    the session and its token discarded
 
@@ -40,10 +42,11 @@ from ..report.text import plain
 from ..trials import Trial, load_trial
 from .chart import STATUS_ORDER, STATUS_TEXT, Chart, criteria_views, patient_banner, read_chart
 from .config import COOKIE, ReviewConfig, read_app_context, review_config
-from .drafts import Draft, create, drafts, read_back
+from .drafts import Draft, Existing, create, drafts, find_open, read_back
 from .errors import ReviewError
+from .identity import Identity, identify
 from .pages import STATIC, page, security_headers, static
-from .sessions import ReviewStore, Session, expiry
+from .sessions import Attestation, ReviewStore, Session, expiry
 from .settings import ReviewSettings
 from .smart import authorize_url, discover, exchange_code, grants, missing_read_scopes, pkce_pair, requested_scopes
 
@@ -168,7 +171,8 @@ async def launch(request: Request) -> Response:
         await run_in_threadpool(store.end, old)
     secret = await run_in_threadpool(store.create, Session(iss=iss, token_endpoint=smart.token_endpoint, state=state,
                                                            verifier=verifier,
-                                                           expires_at=expiry(config.settings.launch_minutes)))
+                                                           expires_at=expiry(config.settings.launch_minutes),
+                                                           oidc_issuer=smart.issuer, jwks_uri=smart.jwks_uri))
     target = authorize_url(smart, client_id=str(config.settings.client_id), redirect_uri=config.redirect_uri,
                            launch=launch_id, scopes=requested_scopes(_types(request), config.settings.scope_version),
                            state=state, iss=iss, challenge=challenge)
@@ -219,11 +223,16 @@ async def _complete(request: Request, config: ReviewConfig, store: ReviewStore, 
         token = await exchange_code(http, session.token_endpoint, code=code, verifier=session.verifier,
                                     redirect_uri=config.redirect_uri, client_id=str(config.settings.client_id),
                                     client_secret=secret_value)
-    missing = missing_read_scopes(token.scope, _types(request), config.settings.scope_version)
-    if missing:
-        raise ReviewError(403, "The EHR did not grant the access the review needs",
-                          f"Not granted: {', '.join(missing)}. The review reads what the card reads; the EHR's "
-                          "administrator can grant these scopes to the app.", relaunch=False)
+        missing = missing_read_scopes(token.scope, _types(request), config.settings.scope_version)
+        if missing:
+            raise ReviewError(403, "The EHR did not grant the access the review needs",
+                              f"Not granted: {', '.join(missing)}. The review reads what the card reads; the EHR's "
+                              "administrator can grant these scopes to the app.", relaunch=False)
+        # no id_token (an EHR that ignores `openid`): the review goes on, its clinician not identified
+        who = Identity(None, None) if token.id_token is None else await identify(
+            http, token.id_token, iss=session.iss, token_endpoint=session.token_endpoint,
+            issuer=session.oidc_issuer, listed_jwks=session.jwks_uri, client_id=str(config.settings.client_id))
+    session.fhir_user, session.user_display = who.fhir_user, who.display
     minutes = config.settings.session_minutes
     lifetime = min(timedelta(minutes=minutes), timedelta(seconds=token.expires_in or minutes * 60))
     session.access_token, session.patient, session.scope = token.access_token, token.patient, sorted(token.scope)
@@ -236,6 +245,7 @@ async def _complete(request: Request, config: ReviewConfig, store: ReviewStore, 
     service: Service = request.app.state.service
     log.info("review signed in", extra={"hook_instance": session.hook_instance, "scopes": len(token.scope),
                                         "writes": grants(token.scope, "ServiceRequest", "c"),
+                                        "id_token": token.id_token is not None, "fhir_user": session.fhir_user,
                                         "patient_hash": service.patient_key(session.iss, token.patient)})
     return response
 
@@ -292,19 +302,43 @@ async def app_page(request: Request) -> Response:
     assert session.patient is not None
     saved = await run_in_threadpool(store.attestations, service.patient_key(session.iss, session.patient),
                                     chart.report.trial.version)
+    referral, labs = drafts(chart.report, service.settings.study_team, session.fhir_user)
+    existing, unchecked = [], None
+    if referral is not None and not any(c["kind"] == "referral" for c in session.created):
+        try:
+            existing = await _open_referrals(service, config, session, referral)
+        except ReviewError as exc:  # the page still shows the chart; the button is not offered
+            unchecked = exc.detail
     notice = session.notice
     if notice is not None:  # said once
         session.notice = None
         await run_in_threadpool(store.save, secret, session)
-    return page("app.html", **_page_context(service, session, chart, saved), notice=notice)
+    return page("app.html", **_page_context(service, session, chart, saved, (referral, labs), existing, unchecked),
+                notice=notice)
 
 
-def _page_context(service: Service, session: Session, chart: Chart,
-                  saved: dict[str, tuple[bool, datetime]]) -> dict[str, Any]:
-    """What app.html shows: the verdict, every criterion with its evidence, the checklist, the drafts."""
+async def _open_referrals(service: Service, config: ReviewConfig, session: Session, referral: Draft) -> list[Existing]:
+    """The open referrals of this patient and trial in the EHR; ReviewError when the app cannot tell (no
+    search scope, no answer) — then it creates none, so a referral is never made twice."""
+    if not _can(session, "s"):
+        raise ReviewError(403, "The app cannot check for an existing referral",
+                          "The EHR did not grant it the right to search ServiceRequests (patient/ServiceRequest.s), "
+                          "so it cannot check whether this patient has a referral already; none is created from "
+                          "here.", relaunch=False)
+    assert session.access_token is not None and session.patient is not None
+    client = SessionClient(session.iss, service.sessions.get(session.iss), session.access_token,
+                           config.settings.http_timeout_s)
+    return await find_open(client, session.patient, referral)
+
+
+def _page_context(service: Service, session: Session, chart: Chart, saved: dict[str, Attestation],
+                  offered_drafts: tuple[Draft | None, list[Draft]], existing: list[Existing],
+                  unchecked: str | None) -> dict[str, Any]:
+    """What app.html shows: who is signed in, the verdict, every criterion with its evidence, the checklist,
+    the drafts (the referral only when no open one exists and the app could check)."""
     report = chart.report
     trial = report.trial
-    referral, labs = drafts(report, service.settings.study_team)
+    referral, labs = offered_drafts
     offered = {c["offered"] for c in session.created}
     has_referral = any(c["kind"] == "referral" for c in session.created)
     views = criteria_views(chart, session.iss)
@@ -326,9 +360,11 @@ def _page_context(service: Service, session: Session, chart: Chart,
         "groups": [{"title": GROUP_TITLES[s], "rows": [v for v in views if v.status == s]}
                    for s in STATUS_ORDER if any(v.status == s for v in views)],
         "show_checklist": report.overall not in ("not-eligible", "not-applicable") and bool(trial.attestations),
-        "attestations": [{"id": a.id, "text": a.text, "confirmed": saved.get(a.id, (False, None))[0],
-                          "recorded": _when(saved[a.id][1]) if a.id in saved else None} for a in trial.attestations],
-        "referral": None if has_referral else referral, "has_referral": has_referral,
+        "attestations": [{"id": a.id, "text": a.text, "confirmed": a.id in saved and saved[a.id].confirmed,
+                          "recorded": _recorded(saved[a.id]) if a.id in saved else None} for a in trial.attestations],
+        "user": session.user_display or session.fhir_user,
+        "referral": None if has_referral or existing or unchecked else referral, "has_referral": has_referral,
+        "existing": existing, "unchecked": unchecked if referral is not None and not has_referral else None,
         "no_referral": _no_referral(report.overall), "team": team.contact if team else None,
         "labs": [d for d in labs if d.description not in offered], "can_write": _can(session, "c"),
         "created": session.created, "fhir_base": session.iss,
@@ -343,6 +379,10 @@ def _no_referral(overall: str) -> str:
 
 def _when(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _recorded(answer: Attestation) -> str:
+    return f"{_when(answer.recorded_at)} by {answer.fhir_user or 'a clinician the EHR did not identify'}"
 
 
 # --------------------------------------------------------------------------- the forms
@@ -362,11 +402,11 @@ async def attestations(request: Request) -> Response:
     assert session.patient is not None
     answers = {a.id: a.id in ticked for a in trial.attestations}
     await run_in_threadpool(store.record_attestations, service.patient_key(session.iss, session.patient),
-                            trial.version, answers, session.hook_instance)
+                            trial.version, answers, session.hook_instance, session.fhir_user)
     session.notice = f"Checklist saved: {len(ticked)} of {len(known)} confirmed."
     await run_in_threadpool(store.save, secret, session)
     log.info("review checklist saved", extra={"hook_instance": session.hook_instance, "confirmed": len(ticked),
-                                              "items": len(known)})
+                                              "items": len(known), "fhir_user": session.fhir_user})
     return _see("app")
 
 
@@ -390,11 +430,17 @@ async def _write_locked(request: Request, kind: str) -> Response:
                           "Creating a ServiceRequest needs the scope patient/ServiceRequest.c.", relaunch=False)
     chart = await _chart(request, config, session)
     service: Service = request.app.state.service
-    referral, labs = drafts(chart.report, service.settings.study_team)
+    referral, labs = drafts(chart.report, service.settings.study_team, session.fhir_user)
     offered = {c["offered"] for c in session.created}
     if kind == "referral":
         wanted = [referral] if referral is not None and not any(c["kind"] == "referral" for c in session.created) \
             else []
+        existing = await _open_referrals(service, config, session, referral) if referral and wanted else []
+        if existing:  # made meanwhile (another session, the card, another clinician): not made twice
+            session.notice = f"No referral was created: ServiceRequest/{existing[0].id} is open in the EHR already."
+            await run_in_threadpool(store.save, secret, session)
+            log.info("review referral exists", extra={"hook_instance": session.hook_instance})
+            return _see("app")
     else:
         wanted = [d for d in labs if d.description not in offered]
     if not wanted:
@@ -407,7 +453,12 @@ async def _write_locked(request: Request, kind: str) -> Response:
     client = SessionClient(session.iss, service.sessions.get(session.iss), session.access_token,
                            config.settings.http_timeout_s)
     for draft in wanted:
-        session.created.append(await _create_one(service, config, session, client, draft))
+        made = await _create_one(service, config, session, client, draft)
+        if made is None:  # the server's conditional create found an open referral made meanwhile
+            session.notice = "No referral was created: one is open in the EHR already."
+            await run_in_threadpool(store.save, secret, session)
+            return _see("app")
+        session.created.append(made)
         await run_in_threadpool(store.save, secret, session)  # each as soon as it exists: never created twice
     ids = ", ".join(f"ServiceRequest/{c['id']}" for c in session.created[-len(wanted):])
     session.notice = ("Referral" if kind == "referral" else "Lab orders") + f" created as drafts in the EHR: {ids}."
@@ -418,10 +469,13 @@ async def _write_locked(request: Request, kind: str) -> Response:
 
 
 async def _create_one(service: Service, config: ReviewConfig, session: Session, client: SessionClient,
-                      draft: Draft) -> dict[str, Any]:
+                      draft: Draft) -> dict[str, Any] | None:
+    """The draft created and read back; None when the server answered with an open one instead."""
     assert session.access_token is not None and session.patient is not None
-    rid = await create(service.sessions.get(session.iss), session.iss, session.access_token, draft,
-                       config.settings.http_timeout_s)
+    rid, new = await create(service.sessions.get(session.iss), session.iss, session.access_token, draft,
+                            config.settings.http_timeout_s)
+    if not new:
+        return None
     if not _can(session, "r"):  # created, but the EHR did not let the app read it back
         stored = {"kind": draft.kind, "id": rid, "what": draft.description,
                   "status": "draft (as sent; not read back: no read scope)", "intent": draft.resource["intent"]}

@@ -7,8 +7,10 @@ memory would be missing in the next one half the time.
 Why the access token is safe there: the browser's cookie holds a random 256-bit secret and nothing
 else. The row's key is a hash of it and the row's content — the EHR token, the patient id, the PKCE
 verifier, the CSRF token — is encrypted (Fernet: AES-128-CBC + HMAC-SHA256) under a key derived from
-it (HKDF). Whoever reads the database, its backups or its logs learns neither the token nor the
-patient without the cookie; the service keeps no key that opens a row. Expired rows are deleted.
+it (HKDF), and so is the clinician's verified `fhirUser` (identity.py). Whoever reads the database, its
+backups or its logs learns neither the token nor the patient without the cookie; the service keeps no
+key that opens a row. Expired rows are deleted. The checklist rows name the clinician who saved them
+(the audit trail asks who attested) and the patient only by the service's keyed hash.
 
 Synchronous (SQLAlchemy), called from the threadpool like adapter/store.
 """
@@ -26,7 +28,21 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Boolean, Column, Engine, MetaData, String, Table, Text, delete, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ..store.db import UTCDateTime, make_engine
@@ -52,7 +68,9 @@ review_attestations = Table(
     Column("confirmed", Boolean, nullable=False),
     Column("hook_instance", String(64)),
     Column("recorded_at", UTCDateTime, nullable=False),
+    Column("fhir_user", String(2048)),  # who saved it: the verified id_token's fhirUser; NULL: not identified
 )
+ADDED_COLUMNS = {"review_attestations": ("fhir_user",)}  # added after the first release: ALTERed into old tables
 
 _PG_LOCK = (0x61786F6D, 0x72657677)  # ("axom", "revw"): one creator of these tables at a time on PostgreSQL
 
@@ -66,12 +84,16 @@ class Session:
     state: str | None
     verifier: str
     expires_at: str  # ISO instant
+    oidc_issuer: str | None = None  # the smart-configuration's `issuer` and `jwks_uri` (identity.py)
+    jwks_uri: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     access_token: str | None = None
     scope: list[str] = field(default_factory=list)
     patient: str | None = None
     app_context: str | None = None
     hook_instance: str | None = None
+    fhir_user: str | None = None  # the clinician, from the verified id_token; None: the EHR did not say
+    user_display: str | None = None  # the id_token's `name`, when it had one
     notice: str | None = None  # said once on the next page (after a POST)
     created: list[dict[str, Any]] = field(default_factory=list)  # ServiceRequests written: kind, id, code, status
 
@@ -81,6 +103,13 @@ class Session:
 
     def expired(self, now: datetime) -> bool:
         return datetime.fromisoformat(self.expires_at) <= now
+
+
+@dataclass(frozen=True)
+class Attestation:
+    confirmed: bool
+    recorded_at: datetime
+    fhir_user: str | None  # None: saved in a session whose clinician the EHR did not identify
 
 
 def _row_id(secret: str) -> str:
@@ -131,18 +160,18 @@ class ReviewStore:
         with self._engine.begin() as conn:
             conn.execute(delete(review_sessions).where(review_sessions.c.id == _row_id(secret)))
 
-    def attestations(self, patient_key: str, trial_version: str) -> dict[str, tuple[bool, datetime]]:
-        """attestation id → (confirmed, when recorded), as last saved for this patient and trial version."""
+    def attestations(self, patient_key: str, trial_version: str) -> dict[str, Attestation]:
+        """attestation id → the answer last saved for this patient and trial version."""
+        table = review_attestations
         with self._engine.connect() as conn:
-            rows = conn.execute(select(review_attestations.c.attestation_id, review_attestations.c.confirmed,
-                                       review_attestations.c.recorded_at).where(
-                review_attestations.c.patient_key == patient_key,
-                review_attestations.c.trial_version == trial_version)).all()
-        return {r.attestation_id: (bool(r.confirmed), r.recorded_at) for r in rows}
+            rows = conn.execute(select(table.c.attestation_id, table.c.confirmed, table.c.recorded_at,
+                                       table.c.fhir_user).where(
+                table.c.patient_key == patient_key, table.c.trial_version == trial_version)).all()
+        return {r.attestation_id: Attestation(bool(r.confirmed), r.recorded_at, r.fhir_user) for r in rows}
 
     def record_attestations(self, patient_key: str, trial_version: str, answers: dict[str, bool],
-                            hook_instance: str | None) -> None:
-        """Replace the saved answers of these attestations (one transaction)."""
+                            hook_instance: str | None, fhir_user: str | None) -> None:
+        """Replace the saved answers of these attestations (one transaction), with who saved them."""
         now = datetime.now(UTC)
         table = review_attestations
         with self._engine.begin() as conn:
@@ -151,7 +180,8 @@ class ReviewStore:
                                              table.c.attestation_id.in_(list(answers))))
             conn.execute(insert(table), [
                 {"patient_key": patient_key, "trial_version": trial_version, "attestation_id": aid,
-                 "confirmed": confirmed, "hook_instance": hook_instance, "recorded_at": now}
+                 "confirmed": confirmed, "hook_instance": hook_instance, "recorded_at": now,
+                 "fhir_user": fhir_user}
                 for aid, confirmed in answers.items()])
 
     def close(self) -> None:
@@ -179,3 +209,8 @@ def _create_tables(engine: Engine) -> None:
             conn.execute(CreateTable(table, if_not_exists=True))
             for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
                 conn.execute(CreateIndex(index, if_not_exists=True))
+        for name, columns in ADDED_COLUMNS.items():  # a table created by an earlier version lacks them
+            present = {c["name"] for c in inspect(conn).get_columns(name)}
+            for column in (metadata.tables[name].c[c] for c in columns if c not in present):
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {column.name} "
+                                  f"{column.type.compile(dialect=conn.dialect)}"))

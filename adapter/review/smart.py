@@ -35,6 +35,8 @@ _OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 class SmartConfig:
     authorization_endpoint: str
     token_endpoint: str
+    issuer: str | None = None  # OpenID Connect (SMART 2.x `sso-openid-connect`), as listed: checked when used
+    jwks_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class TokenResponse:
     patient: str
     expires_in: int | None
     app_context: str | None
+    id_token: str | None = None
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -54,8 +57,9 @@ def pkce_pair() -> tuple[str, str]:
 
 
 def write_scopes(version: int) -> list[str]:
-    """The referral and lab-order drafts: created, then read back (v1 has no create-only scope)."""
-    return ["patient/ServiceRequest.cr"] if version == 2 else ["patient/ServiceRequest.write",
+    """The referral and lab-order drafts: searched for (an existing referral is not made twice), created,
+    then read back (v1 has no create-only scope)."""
+    return ["patient/ServiceRequest.crs"] if version == 2 else ["patient/ServiceRequest.write",
                                                                "patient/ServiceRequest.read"]
 
 
@@ -83,6 +87,7 @@ def missing_read_scopes(granted: frozenset[str], read_types: tuple[str, ...], ve
 
 
 def _endpoint(data: dict[str, Any], name: str, iss: str) -> str:
+    """An absolute http(s) URL of the configuration, https when the FHIR server is (ReviewError otherwise)."""
     value = data.get(name)
     try:
         url = URL(value) if isinstance(value, str) else None
@@ -114,25 +119,29 @@ async def _read_json(response: httpx.Response, what: str) -> Any:
                           f"Its {what} is not JSON.") from None
 
 
-async def discover(http: httpx.AsyncClient, iss: str) -> SmartConfig:
-    """`{iss}/.well-known/smart-configuration`: the endpoints, and S256 among the PKCE methods."""
-    url = f"{iss}/.well-known/smart-configuration"
-    unreachable = ReviewError(502, "The EHR's sign-in service could not be reached",
-                              "Its SMART configuration could not be read. Try again in a moment.")
+async def get_json(http: httpx.AsyncClient, url: str, what: str) -> dict[str, Any]:
+    """GET a JSON object from the EHR's authorization side: no redirect followed, bounded, a timeout."""
     try:
         async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
             if response.is_redirect:
                 raise ReviewError(502, "The EHR's sign-in service could not be reached",
-                                  "Its SMART configuration answered with a redirect, which is not followed.")
+                                  f"Its {what} answered with a redirect, which is not followed.")
             if response.status_code != 200:
                 raise ReviewError(502, "The EHR's sign-in service could not be reached",
-                                  f"Its SMART configuration answered HTTP {response.status_code}.")
-            data = await _read_json(response, "SMART configuration")
+                                  f"Its {what} answered HTTP {response.status_code}.")
+            data = await _read_json(response, what)
     except httpx.HTTPError:
-        raise unreachable from None
+        raise ReviewError(502, "The EHR's sign-in service could not be reached",
+                          f"Its {what} could not be read. Try again in a moment.") from None
     if not isinstance(data, dict):
-        raise ReviewError(502, "The EHR's sign-in service answered unexpectedly",
-                          "Its SMART configuration is not a JSON object.")
+        raise ReviewError(502, "The EHR's sign-in service answered unexpectedly", f"Its {what} is not a JSON object.")
+    return data
+
+
+async def discover(http: httpx.AsyncClient, iss: str) -> SmartConfig:
+    """`{iss}/.well-known/smart-configuration`: the endpoints, S256 among the PKCE methods, and the OpenID
+    `issuer` and `jwks_uri` when listed (checked only when an id_token comes: identity.py)."""
+    data = await get_json(http, f"{iss}/.well-known/smart-configuration", "SMART configuration")
     methods = data.get("code_challenge_methods_supported")
     if not isinstance(methods, list) or "S256" not in methods:
         listed = ", ".join(m for m in methods if isinstance(m, str))[:80] if isinstance(methods, list) else ""
@@ -140,7 +149,12 @@ async def discover(http: httpx.AsyncClient, iss: str) -> SmartConfig:
                           "It does not support PKCE with S256 (SMART App Launch 2.x requires it)"
                           + (f"; it lists only: {listed}." if listed else "; it lists no PKCE method."),
                           relaunch=False)
-    return SmartConfig(_endpoint(data, "authorization_endpoint", iss), _endpoint(data, "token_endpoint", iss))
+    return SmartConfig(_endpoint(data, "authorization_endpoint", iss), _endpoint(data, "token_endpoint", iss),
+                       _short(data.get("issuer")), _short(data.get("jwks_uri")))
+
+
+def _short(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 2048 else None
 
 
 def authorize_url(config: SmartConfig, *, client_id: str, redirect_uri: str, launch: str, scopes: list[str],
@@ -204,4 +218,6 @@ def parse_token_response(data: Any) -> TokenResponse:
         and 0 < expires < 10**7 else None
     context = data.get("appContext")
     app_context = context if isinstance(context, str) else json.dumps(context) if context is not None else None
-    return TokenResponse(data["access_token"], frozenset(scope.split()), patient, expires_in, app_context)
+    id_token = data.get("id_token")
+    return TokenResponse(data["access_token"], frozenset(scope.split()), patient, expires_in, app_context,
+                         id_token if isinstance(id_token, str) and id_token else None)
