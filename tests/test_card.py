@@ -21,7 +21,7 @@ from adapter.report.card import SUMMARY_LIMIT, card
 from adapter.synth import fhir
 from adapter.trials import load_trial
 from tests.card_validator import assert_valid_response
-from tests.helpers import AS_OF, PID, asps
+from tests.helpers import AS_OF, PID, asps, decisive_rows
 from tests.service_server import service_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -199,3 +199,33 @@ def test_a_bad_team_reference_stops_the_service_at_start(monkeypatch: pytest.Mon
     monkeypatch.setenv("AXIOM_STUDY_TEAM", '{"name": "T", "site": "S", "performer": "https://evil.example/x"}')
     with pytest.raises(ValidationError, match="performer"):
         Settings()
+
+
+# --------------------------------------------------------------------------- notation that renders whole
+
+
+def test_the_clearance_unit_stays_on_its_values_line() -> None:
+    """The CDS Hooks sandbox broke "mL/min/1.73 m2" over two lines at its spaces: the card writes m² and
+    binds value and unit with no-break spaces."""
+    detail = card_of("renal-cg-branch")["detail"]
+    assert "mL/min/1.73\u00a0m²" in detail and "1.73 m2" not in detail
+    assert "\u00a0mL/min" in detail
+
+
+def test_notes_name_findings_not_resource_ids() -> None:
+    """"Gilbert syndrome documented (Condition/…)" is an id for the review app's links, not for the card."""
+    detail = card_of("gilbert-bilirubin")["detail"]
+    assert "Gilbert" in detail and "(Condition/" not in detail
+
+
+def test_large_counts_are_grouped_like_the_platelet_count() -> None:
+    """A detectable HIV viral load reads "12,400 copies/mL", in the notation of "85,000/µL"."""
+    detail = card_of("hiv-detectable-not-eligible")["detail"]
+    assert "12,400 copies/mL" in detail and "12400" not in detail
+
+
+def test_a_not_met_row_does_not_restate_its_limit() -> None:
+    """"85 K/µL — below 100,000/µL — needs ≥ 100,000/µL" said the limit twice; the row keeps the requirement."""
+    rows = decisive_rows(card_of("asps-low-platelets-not-eligible")["detail"])
+    status, line = rows["platelets"]
+    assert status == "not-met" and "needs ≥ 100,000/µL" in line and "below" not in line

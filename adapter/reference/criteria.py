@@ -201,8 +201,8 @@ def _parameters(criterion: Criterion, trial: Trial) -> list[str]:
         if name in _SHOWN_ABOVE:
             continue
         for path, leaf, source in _flatten(value, name, criterion.params.sources.get(name, default_source)):
-            source = criterion.params.sources.get(path, source)
-            rows.append([md.code(path), _value(leaf), md.text(_description(model, path) or ""), md.text(source)])
+            rows.append([md.code(path), _value(leaf), md.text(_description(model, path) or ""),
+                         md.text(criterion.params.sources.get(path, source))])
     return md.table(["parameter", "value", "meaning (adapter/criteria/params.py)", "source"], rows)
 
 

@@ -58,13 +58,24 @@ _RATIO = re.compile(r"(?<=\()(\d+(?:\.\d+)?) x ULN")
 _DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _SPACED_MICRO = re.compile(r"(?<=\d) /uL\b")
 _MICRO = re.compile(r"(?<![A-Za-z])uL\b")
+# the clearance unit "mL/min/1.73 m2" as "mL/min/1.73 m²", kept whole and on its value's line (the CDS
+# Hooks sandbox split it at both spaces)
+_SQUARE_METRES = re.compile(r"(?<=\d) m2\b")
+_CLEARANCE = re.compile(r"(?<=\d) (?=mL/min\b)")
+# a count of five or more digits before a unit ("12400 copies/mL"), grouped like "85,000/µL"
+_LONG_COUNT = re.compile(r"(?<![\d.,\w-])(\d{5,})(?= ?(?:copies\b|[A-Za-zµ]*/))")
+# a resource our own notes name for the review app ("Gilbert syndrome documented (Condition/…-cond4)"):
+# an id, not a finding — the review app links the resource itself
+_REFERENCE = re.compile(r" \([A-Z][A-Za-z]+/[A-Za-z0-9.-]{1,64}\)")
 
 
 def clinical(text: str) -> str:
     """A value, requirement or note in the notation a clinician reads (applied before `md_text`)."""
-    out = _RATIO.sub(lambda m: f"{float(m.group(1)):.2f} × ULN", text)
+    out = _RATIO.sub(lambda m: f"{float(m.group(1)):.2f} × ULN", _REFERENCE.sub("", text))
     out = out.replace(" x ULN", " × ULN").replace(">=", "≥").replace("<=", "≤")
     out = _MICRO.sub("µL", _SPACED_MICRO.sub("/µL", out))
+    out = _CLEARANCE.sub("\u00a0", _SQUARE_METRES.sub("\u00a0m²", out))
+    out = _LONG_COUNT.sub(lambda m: f"{int(m.group(1)):,}", out)
     return _DATE.sub("\\1\u2011\\2\u2011\\3", out)
 
 
@@ -160,11 +171,18 @@ def _settle(report: EligibilityReport, c: CriterionResult) -> str:
     return "a coded entry in the chart, or the study team's review"
 
 
+# a note that only restates the limit ("below 100,000/µL" beside "needs ≥ 100,000/µL")
+_RESTATED = re.compile(r"(?:below|above|under|over) (.+)")
+
+
 def _patient(c: CriterionResult) -> str:
-    """Observed value and note, each once (a stale note already names the value and its date)."""
-    shown = [t for t in (c.observed, c.note) if t]
-    if c.observed and c.note and c.observed in c.note:
-        shown = [c.note]
+    """Observed value and note, each once (a stale note already names the value and its date; a note
+    that only restates the limit the row quotes anyway is left out)."""
+    restated = _RESTATED.fullmatch(clinical(c.note or ""))
+    note = None if restated and restated.group(1) in clinical(c.requirement) else c.note
+    shown = [t for t in (c.observed, note) if t]
+    if c.observed and note and c.observed in note:
+        shown = [note]
     return " — ".join(md_text(clinical(t)) for t in shown) or "—"
 
 
@@ -211,9 +229,17 @@ def detail(report: EligibilityReport) -> str:
                      + "\n".join(f"- [ ] {a.text}" for a in report.trial.attestations))
     if report.data_notes:
         parts.append("**Data notes:**\n" + "\n".join(f"- {md_text(n)}" for n in report.data_notes))
-    parts.append(f"Evaluated on {report.as_of.isoformat()} from structured chart data (trial record version "
-                 f"{report.trial.version}). Unknown means the chart does not say, not that the patient fails.")
     return "\n\n".join(parts)
+
+
+def _footer(report: EligibilityReport, suppress_days: int | None) -> str:
+    """The small print, one paragraph: when and from what, what unknown means (only when a row is
+    unknown), how long Dismiss hides the card."""
+    unknown = any(c.status == "unknown" for c in report.criteria)
+    return (f"Evaluated on {clinical(report.as_of.isoformat())} from structured chart data (trial record "
+            f"version {report.trial.version})."
+            + (" Unknown means the chart does not say, not that the patient fails." if unknown else "")
+            + " " + _dismiss_note(suppress_days))
 
 
 def _dismiss_note(suppress_days: int | None) -> str:
@@ -300,7 +326,7 @@ def card(report: EligibilityReport, suppress_days: int | None = None,
         "uuid": str(uuid.uuid4()),
         "summary": summary(report),
         "indicator": "info",
-        "detail": detail(report) + "\n\n" + _recruitment(report, team) + _dismiss_note(suppress_days),
+        "detail": detail(report) + "\n\n" + _recruitment(report, team) + _footer(report, suppress_days),
         "source": {"label": spec["source_label"], "url": report.trial.url, "topic": dict(spec["topic"])},
     }
     if suggestions:
