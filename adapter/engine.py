@@ -51,19 +51,18 @@ def evaluate_record(record: PatientRecord, as_of: date, trial_name: str = "axiom
     return evaluate(build_facts(record, as_of, lookback_days(definition)), definition)
 
 
+@cache
 def warm_up(trial_name: str = "axiom") -> None:
-    """Load code tables, the unit registry and the FHIR models before the first real request."""
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "Patient", "id": "warm-up", "birthDate": "1990"}},
-        {"resource": {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/warm-up"},
-                      "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3",
-                                           "code": "9581/3"}]}}},
-        *({"resource": {"resourceType": "Observation", "id": f"o{i}", "status": "final",
-                        "subject": {"reference": "Patient/warm-up"}, "effectiveDateTime": date.today().isoformat(),
-                        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-                        "valueQuantity": {"value": 1, "unit": unit}}}
-          for i, (code, unit) in enumerate((("777-3", "K/uL"), ("14631-6", "umol/L"), ("1920-8", "IU/L"))))]}
-    evaluate_bundle(orjson.dumps(bundle), date.today(), trial_name)
+    """Load what the first evaluations would load lazily: code tables, the unit registry and the units
+    seen in real feeds, the FHIR model classes of the elements read — by evaluating the synthetic
+    scenario charts (adapter/synth: the test fixtures' shapes and unit spellings). A service then answers
+    its first hook warm, and screen workers forked after this start warm: each would pay it again. Once
+    per trial and process (a failure is not remembered: the next call tries again)."""
+    from .synth.generator import scenario_cases  # noqa: PLC0415 (only long-lived processes warm up)
+
+    today = date.today()
+    for case in scenario_cases(today):
+        evaluate_bundle(orjson.dumps(case.bundle), today, trial_name)
 
 
 def evaluate_bundle(data: bytes, as_of: date, trial_name: str = "axiom") -> EligibilityReport:

@@ -1,9 +1,12 @@
 """Benchmark: evaluating a realistic record from raw JSON bytes vs json.loads of the same bytes.
 
 Issue 2 targets: evaluation (parse included) within 3× `json.loads`, and under 50 MB of added memory.
-Everything is measured in this one run, on this machine, and printed as ratios.
+Everything is measured in this one run, on this machine, and printed as ratios. Then the start-up of one
+`axiom-cds evaluate` process on a test fixture (issue 12: most of a one-patient evaluation): the whole
+process, and in a fresh interpreter the parts — imports, the unit registry, the trial, the first
+evaluation, a second one.
 
-    .venv/bin/python bench/bench_evaluate.py [--repeat 15]
+    .venv/bin/python bench/bench_evaluate.py [--repeat 15] [--fixture tests/fixtures/asps-likely-eligible.json]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import orjson
 
@@ -27,6 +31,7 @@ from adapter.engine import evaluate_bundle
 from adapter.synth.realistic import realistic_bundle
 
 AS_OF = date(2026, 11, 21)
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "asps-likely-eligible.json"
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -53,6 +58,45 @@ def peak_rss_added(path: str) -> None:
     print(current_rss_mib() - before, report.overall)
 
 
+def start_up_child(path: str) -> None:
+    """Child process: wall-clock seconds of each start-up step of `axiom-cds evaluate`, in its order."""
+    times = {}
+    started = time.perf_counter()
+    import adapter.cli  # noqa: F401  (what the console script imports first)
+    times["imports (adapter.cli)"] = time.perf_counter() - started
+    from adapter.trials import load_trial
+    from adapter.units import _registry
+
+    for name, step in (("unit registry (pint + UCUM)", _registry), ("trial definition", lambda: load_trial("axiom"))):
+        mark = time.perf_counter()
+        step()
+        times[name] = time.perf_counter() - mark
+    with open(path, "rb") as fh:
+        data = fh.read()
+    for name in ("first evaluation", "second evaluation"):
+        mark = time.perf_counter()
+        evaluate_bundle(data, AS_OF)
+        times[name] = time.perf_counter() - mark
+    print(json.dumps(times))
+
+
+def start_up(fixture: Path, repeat: int) -> None:
+    script = Path(sys.executable).with_name("axiom-cds")
+    walls = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([str(script), "evaluate", str(fixture), "--as-of", AS_OF.isoformat()], check=True,
+                       capture_output=True)
+        walls.append(time.perf_counter() - t0)
+    print(f"\n`axiom-cds evaluate {fixture.name}` as a process: median {statistics.median(walls):.2f} s, "
+          f"min {min(walls):.2f} s ({repeat} runs)")
+    runs = [json.loads(subprocess.run([sys.executable, __file__, "--start-up-child", str(fixture)], check=True,
+                                      capture_output=True, text=True).stdout) for _ in range(repeat)]
+    print("  its parts, in a fresh interpreter (median):")
+    for name in runs[0]:
+        print(f"    {name:30s} {statistics.median(r[name] for r in runs):6.3f} s")
+
+
 def current_rss_mib() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
@@ -61,10 +105,16 @@ def current_rss_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--fixture", type=Path, default=FIXTURE, help="Bundle for the start-up measurement")
+    parser.add_argument("--start-up-runs", type=int, default=3)
     parser.add_argument("--memory-child", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--start-up-child", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         peak_rss_added(args.memory_child)
+        return
+    if args.start_up_child:
+        start_up_child(args.start_up_child)
         return
 
     bundle = realistic_bundle(seed=1, as_of=AS_OF)
@@ -103,6 +153,7 @@ def main() -> None:
           f"(target < 50 MB)")
     print(f"  tracemalloc peak {peak / 1e6:.1f} MB (json.loads alone {loads_peak / 1e6:.1f} MB: the Bundle's "
           "entries stay raw JSON until read, see adapter/fhir/wire.py)")
+    start_up(args.fixture, args.start_up_runs)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from .. import tables
 from ..fhir.wire import Entry
 from .abatement import Abatement, abatement, legacy_abatement
 from .dates import date_range
+from .validation import validate
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ _READ = ("resourceType", "id", "subject", "code", "clinicalStatus", "verificatio
          "onsetDateTime", "recordedDate", "abatementDateTime", "abatementAge", "abatementPeriod",
          "abatementRange", "abatementString", "extension")
 _REQUIRED = frozenset({"resourceType", "subject", "code"})  # invalid here: the Condition is no evidence
+_SHARED = ("code", "subject", "clinicalStatus", "verificationStatus", "meta")  # recur unchanged (validation.py)
 
 
 def _list(x: Any) -> list[Any]:
@@ -125,7 +127,7 @@ def _validated(r: dict[str, Any], histology_url: str) -> tuple[dict[str, Any], l
     dropped: list[str] = []
     for _ in range(len(doc) + 1):
         try:
-            Condition.model_validate(doc)
+            validate(Condition, doc, _SHARED)
         except ValidationError as exc:
             bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
             if not bad or bad & _REQUIRED or not bad <= doc.keys():
@@ -146,14 +148,33 @@ def _recorded_after(r: dict[str, Any], as_of: date) -> bool:
     return False
 
 
+MAX_CODINGS = 65536  # distinct codings whose sets are remembered (a population has a few thousand)
+_sets_of: dict[int, tuple[tables.ConditionTable, dict[tables.Coding, tuple[tuple[str, bool], ...]]]] = {}
+
+
+def _code_sets(table: tables.ConditionTable, coding: tables.Coding) -> tuple[tuple[str, bool], ...]:
+    """(set id, verified code) of every set of `table` whose rules match `coding`, in the table's order;
+    remembered per coding: every Condition of a population is matched against the same few codes."""
+    held = _sets_of.get(id(table))
+    if held is None or held[0] is not table:  # another table (tests reload the mappings)
+        _sets_of.clear()
+        held = _sets_of[id(table)] = (table, {})
+    found = held[1].get(coding)
+    if found is None:
+        found = tuple((set_id, rule.verified) for set_id, code_set in table.sets.items()
+                      if (rule := code_set.match(*coding)) is not None)
+        if len(held[1]) < MAX_CODINGS:
+            held[1][coding] = found
+    return found
+
+
 def _matches(c: _Condition, table: tables.ConditionTable) -> dict[str, tuple[tables.Coding, str, bool]]:
     """Set id → (coding, display, verified code) for every set the Condition is in."""
     found: dict[str, tuple[tables.Coding, str, bool]] = {}
     for coding, text in c.codings:
-        for set_id, code_set in table.sets.items():
-            rule = code_set.match(*coding)
-            if rule is not None and set_id not in found:
-                found[set_id] = (coding, text or coding[1], rule.verified)
+        for set_id, verified in _code_sets(table, coding):
+            if set_id not in found:
+                found[set_id] = (coding, text or coding[1], verified)
     for set_id, code_set in table.sets.items():
         profile = next(iter(sorted(code_set.profiles & c.profiles)), None)
         if profile is not None and set_id not in found:

@@ -26,6 +26,7 @@ from ..interval import Interval
 from ..tables import Coding
 from ..units import UnitError, quantity_factor
 from .dates import date_text
+from .validation import first_problem, validate
 
 COUNTED_STATUS = {"final", "amended", "corrected", "preliminary"}
 NOTED_STATUS = {"preliminary"}
@@ -89,10 +90,9 @@ def _uln(given: tuple[Any, ...], value_unit: dict[str, Any], spec: tables.InputS
     """
     ranges = [r for r in given if isinstance(r, dict)]
     for rng in ranges:
-        try:
-            ObservationReferenceRange.model_validate(rng)
-        except ValidationError as exc:
-            return None, None, f"the reference range is not valid FHIR R4 ({first_error(exc)})"
+        problem = first_problem(ObservationReferenceRange, rng, first_error)  # a lab's ranges recur whole
+        if problem is not None:
+            return None, None, f"the reference range is not valid FHIR R4 ({problem})"
     ranges.sort(key=lambda r: 0 if not r.get("type") or "normal" in str(r.get("type")) else 1)
     for rng in ranges:
         high = rng.get("high")
@@ -268,12 +268,15 @@ READ_ELEMENTS = frozenset({
     "referenceRange", "component", "method",
 })
 VALIDATED_WITH_THE_VALUE = READ_ELEMENTS - {"referenceRange"}
+# single elements that recur unchanged across results (validation.py validates each content once)
+SHARED_ELEMENTS = ("code", "subject", "method", "valueCodeableConcept", "dataAbsentReason")
 
 
 def valid_fhir(entry: Entry) -> str | None:
     """None when the elements we read are valid R4 (fhir.resources R4B model); else a one-line reason."""
     try:
-        Observation.model_validate({k: v for k, v in entry.resource.items() if k in VALIDATED_WITH_THE_VALUE})
+        validate(Observation, {k: v for k, v in entry.resource.items() if k in VALIDATED_WITH_THE_VALUE},
+                 SHARED_ELEMENTS)
     except ValidationError as exc:
         return f"{entry.ref or 'an Observation'} is not valid FHIR R4 ({first_error(exc)})"
     return None
