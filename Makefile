@@ -25,7 +25,7 @@ sandbox: setup
 
 ## Set up and run everything CI runs: ruff, mypy, pytest (the store tests also against PostgreSQL, the
 ## image test with podman).
-test: setup lint postgres podman chromium
+test: setup lint postgres podman chromium java
 	$(VENV)/bin/pytest -q
 
 ## PostgreSQL server binaries from Debian's package, for the store tests (which start their own server).
@@ -94,6 +94,23 @@ chromium:
 	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium </dev/null >>"$$log" 2>&1; \
 	then rm -f "$$log"; $(CHROMIUM) --version; \
 	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install Chromium: the browser test will skip"; [ -z "$$CI" ]; fi
+
+## A Java runtime from Debian's package, for the Spark engine's tests (tests/test_screen_spark.py: PySpark 4
+## needs Java 17 or later). Nothing to do when `java` is there; installing needs root or password-less sudo; a
+## failure fails only in CI (locally those tests then skip and say why).
+.PHONY: java
+java:
+	@if command -v java >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "Java is not installed and there is no apt-get: the Spark engine's tests will skip"; [ -z "$$CI" ]; exit; \
+	fi; \
+	echo "Installing Java 17 from Debian's packages for the Spark engine's tests..."; \
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
+	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
+	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold openjdk-17-jre-headless </dev/null >>"$$log" 2>&1; \
+	then rm -f "$$log"; java -version; \
+	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install Java: the Spark engine's tests will skip"; [ -z "$$CI" ]; fi
 
 lint: setup
 	$(VENV)/bin/ruff check adapter tests bench

@@ -205,7 +205,11 @@ def screen(
     trial: Annotated[str, typer.Option("--trial", help="Trial definition: a YAML file, or the id of one in "
                                        "mappings/trials/", envvar="AXIOM_TRIAL", show_envvar=True)] = "axiom",
     engine: Annotated[ScreenEngine, typer.Option("--engine", help="Where the screen runs: local (DuckDB and this "
-                                                 "machine's cores)")] = ScreenEngine.local,
+                                                 "machine's cores) or spark (PySpark: pip install "
+                                                 "'axiom-cds[spark]', and Java 17+)")] = ScreenEngine.local,
+    spark_master: Annotated[str | None, typer.Option("--spark-master", envvar="AXIOM_SPARK_MASTER", show_envvar=True,
+                                                     help="With --engine spark: the Spark master URL [default: "
+                                                     "local[*]]", show_default=False)] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr "
                                                   "[default: when stderr is a terminal]", show_default=False)]
     = None,
@@ -238,6 +242,8 @@ def screen(
         raise fail("give a folder of NDJSON files or --fhir-server URL (one of them)")
     if (client_id is None) != (private_key is None):
         raise fail("--client-id and --private-key go together (SMART Backend Services)")
+    if spark_master:
+        os.environ["AXIOM_SPARK_MASTER"] = spark_master  # what the spark engine reads (adapter/screen/spark.py)
     try:
         if fhir_server is not None:
             source = _download_population(fhir_server, out / "export", group, token, client_id, private_key,

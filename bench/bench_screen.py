@@ -10,7 +10,12 @@ and peak RSS is the child's own (VmHWM) and its workers'.
 The naive path takes about 3 ms a patient: at 10^5 it evaluates a deterministic sample (--naive-sample,
 every k-th patient) and scales that part to the population (said so in the output); at 10^4 every patient.
 
-    .venv/bin/python bench/bench_screen.py [--sizes 10000 100000] [--naive-sample 10000] [--dir DIR]
+--spark adds `screen --engine spark` on Spark `local[2]` (needs `axiom-cds[spark]` and Java): the session's
+start apart, then the same screen twice in that session (the first pays the JVM's warm-up and the Python
+workers' start, the second is the steady state), and whether its three files equal the local engine's
+byte for byte.
+
+    .venv/bin/python bench/bench_screen.py [--sizes 10000 100000] [--naive-sample 10000] [--dir DIR] [--spark]
 """
 
 from __future__ import annotations
@@ -61,6 +66,28 @@ def child_screen(folder: Path, out: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "start_seconds": start, "screened": summary.screened,
             "candidates": summary.candidates, "in_cohort": summary.in_cohort, **_peak_mib()}
+
+
+def child_spark(folder: Path, out: Path, master: str) -> dict[str, Any]:
+    """The spark engine: its session's start, then two screens in it (cold, then warm)."""
+    from adapter.screen import screen
+    from adapter.screen.spark import spark_session
+
+    start = _start_engine()
+    with spark_session(master) as (spark, session_seconds):
+        parallelism = spark.sparkContext.defaultParallelism
+        runs = []
+        for _ in range(2):
+            started = time.perf_counter()
+            summary = screen(folder, out, AS_OF, engine="spark", progress=False)
+            runs.append(time.perf_counter() - started)
+    return {"session_seconds": session_seconds, "cold_seconds": runs[0], "seconds": runs[1], "start_seconds": start,
+            "parallelism": parallelism, "screened": summary.screened, "candidates": summary.candidates,
+            "in_cohort": summary.in_cohort, **_peak_mib()}
+
+
+def same_files(a: Path, b: Path) -> bool:
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in ("worklist.json", "worklist.csv", "report.html"))
 
 
 def _files(folder: Path) -> list[str]:
@@ -155,7 +182,7 @@ def generate(folder: Path, size: int) -> tuple[float, float]:
     return time.perf_counter() - started, mb
 
 
-def measure(size: int, base: Path, naive_sample: int) -> dict[str, Any]:
+def measure(size: int, base: Path, naive_sample: int, spark: bool) -> dict[str, Any]:
     folder = base / f"population-{size}"
     if not (folder / "Patient.ndjson").exists():
         gen_s, mb = generate(folder, size)
@@ -171,7 +198,15 @@ def measure(size: int, base: Path, naive_sample: int) -> dict[str, Any]:
         screen = again
     sample = 0 if size <= naive_sample else naive_sample
     naive = run_child("naive", str(folder), str(sample))
-    return {"size": size, "mb": mb, "floor": floor, "typed": typed, "screen": screen, "naive": naive}
+    result = {"size": size, "mb": mb, "floor": floor, "typed": typed, "screen": screen, "naive": naive}
+    if spark:
+        on_spark = run_child("spark", str(folder), str(base / f"worklist-spark-{size}"), SPARK_MASTER)
+        on_spark["same"] = same_files(out, base / f"worklist-spark-{size}")
+        result["spark"] = on_spark
+    return result
+
+
+SPARK_MASTER = "local[2]"
 
 
 def report(m: dict[str, Any]) -> None:
@@ -194,6 +229,17 @@ def report(m: dict[str, Any]) -> None:
           f"{size / naive['seconds']:9,.0f} patients/s  ({how}; grouping {naive['group_seconds']:.1f} s, "
           f"{naive['per_patient_ms']:.2f} ms a patient, peak RSS {naive['rss_mib']:.0f} MiB) -> screen is "
           f"{naive['seconds'] / screen['seconds']:.1f}x faster")
+    if "spark" in m:
+        sp = m["spark"]
+        print(f"  spark {SPARK_MASTER} (parallelism {sp['parallelism']}): session start {sp['session_seconds']:.1f} s "
+              f"(once per process); first screen {sp['cold_seconds']:.1f} s {size / sp['cold_seconds']:,.0f} "
+              f"patients/s (JVM warm-up, Python workers' start)")
+        print(f"    steady screen                             {sp['seconds']:6.2f} s  {size / sp['seconds']:9,.0f} "
+              f"patients/s  -> spark / local = {sp['seconds'] / screen['seconds']:.1f}x the local engine's time; "
+              f"peak RSS of the driver's Python {sp['rss_mib']:.0f} MiB (the JVM apart)")
+        print(f"    worklist.json, worklist.csv, report.html equal to the local engine's: "
+              f"{'yes, byte for byte' if sp['same'] else 'NO'} ({sp['candidates']} candidates, "
+              f"{sp['in_cohort']} in a cohort)")
 
 
 def goals(last: dict[str, Any]) -> None:
@@ -216,6 +262,7 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=10_000, help="patients the naive path evaluates "
                         "at most (the rest is scaled); 0: every patient")
     parser.add_argument("--dir", type=Path, help="keep the populations here (default: a temporary folder)")
+    parser.add_argument("--spark", action="store_true", help=f"also screen with --engine spark on {SPARK_MASTER}")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -223,7 +270,8 @@ def main() -> None:
         result = {"screen": lambda: child_screen(Path(rest[0]), Path(rest[1])),
                   "floor": lambda: child_floor(Path(rest[0]), typed=False),
                   "typed-floor": lambda: child_floor(Path(rest[0]), typed=True),
-                  "naive": lambda: child_naive(Path(rest[0]), int(rest[1]))}[kind]()
+                  "naive": lambda: child_naive(Path(rest[0]), int(rest[1])),
+                  "spark": lambda: child_spark(Path(rest[0]), Path(rest[1]), rest[2])}[kind]()
         print(json.dumps(result))
         return
     base = args.dir or Path(tempfile.mkdtemp(prefix="bench-screen-"))
@@ -232,7 +280,7 @@ def main() -> None:
     try:
         results = []
         for size in args.sizes:
-            results.append(measure(size, base, args.naive_sample or max(args.sizes)))
+            results.append(measure(size, base, args.naive_sample or max(args.sizes), args.spark))
             report(results[-1])
         goals(results[-1])
         print(f"load average {os.getloadavg()[0]:.1f} at the end (other processes share the 2 cores)")

@@ -450,7 +450,8 @@ def test_bad_options_stop_with_one_line_and_exit_2(tmp_path: Path) -> None:
     src = str(hostile_source(tmp_path / "src"))
     (tmp_path / "a-file").write_text("x")
     _one_line_error(_cli(src, "--out", str(tmp_path / "a-file" / "out")), "--out", "cannot write there")
-    _one_line_error(_cli(src, "--out", str(tmp_path / "out"), "--engine", "spark"), "--engine spark")
+    with pytest.raises(SourceError, match="--engine nowhere is not available"):  # spark: tests/test_screen_spark.py
+        screen(Path(src), tmp_path / "out", AS_OF, engine="nowhere")
     _one_line_error(_cli(src, "--out", str(tmp_path / "out"), "--as-of", "21/11/2026"), "--as-of")
     _one_line_error(_cli(src, "--out", str(tmp_path / "out"), "--trial", str(tmp_path / "none.yaml")))
     with pytest.raises(SourceError):

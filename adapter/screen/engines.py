@@ -1,10 +1,9 @@
 """Engines: the sources, a trial and an evaluation date in; one result per candidate out.
 
 An engine is a plain function (`Engine`). `local` runs here: a DuckDB pass narrows (narrow.py), a second
-gathers the candidates' resources (gather.py), and the one Python engine decides each (decide.py). Another
-engine (Spark: Spark SQL narrows, the same decide.py runs grouped by patient) plugs in by name in
-`ENGINES` and must give the same results: everything downstream — worklist, CSV, HTML — reads only
-`EngineRun`.
+gathers the candidates' resources (gather.py), and the one Python engine decides each (decide.py). `spark`
+(spark.py: Spark SQL narrows and gathers, the same decide.py runs grouped by patient) gives the same
+results: everything downstream — worklist, CSV, HTML — reads only `EngineRun`.
 """
 
 from __future__ import annotations
@@ -63,16 +62,25 @@ def local_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> Eng
         for result in decide(tasks, pool):
             results.append(result)
             steps.advance()
-    results += [PatientResult(ref, None, None, "a Condition with a cohort diagnosis code refers to this patient, "
-                              "and the source has no Patient resource for it") for ref in narrowed.without_patient]
+    results += without_patient(narrowed)
     log.info("screen decided", extra={"candidates": len(charts), "unreadable": sum(r.report is None for r in results),
                                       "seconds": round(time.perf_counter() - gathered_at, 3)})
-    notes = []
-    if narrowed.not_relative:
-        notes.append(f"{narrowed.not_relative} Condition(s) with a cohort diagnosis code refer to their patient by "
-                     "an absolute URL or urn: a file source attributes only relative references (Patient/id), as "
-                     "`axiom-cds evaluate` does for a Bundle without fullUrls")
-    return EngineRun(narrowed.screened, len(narrowed.candidates), results, notes)
+    return EngineRun(narrowed.screened, len(narrowed.candidates), results, source_notes(narrowed))
+
+
+def without_patient(narrowed: Narrowed) -> list[PatientResult]:
+    """A result (a problem, no report) per cohort-coded reference to a patient the source has no Patient for."""
+    return [PatientResult(ref, None, None, "a Condition with a cohort diagnosis code refers to this patient, "
+                          "and the source has no Patient resource for it") for ref in narrowed.without_patient]
+
+
+def source_notes(narrowed: Narrowed) -> list[str]:
+    """What a reader of the worklist must know about the source, whichever engine narrowed it."""
+    if not narrowed.not_relative:
+        return []
+    return [f"{narrowed.not_relative} Condition(s) with a cohort diagnosis code refer to their patient by an "
+            "absolute URL or urn: a file source attributes only relative references (Patient/id), as "
+            "`axiom-cds evaluate` does for a Bundle without fullUrls"]
 
 
 def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definition: Trial, steps: Steps
@@ -99,7 +107,16 @@ def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definit
         narrowed = again
     con.execute(f"DROP TABLE IF EXISTS {STRAYS}; DROP TABLE IF EXISTS {SCAN}")
     return narrowed, charts
-ENGINES: dict[str, Engine] = {"local": local_engine}
+
+
+def spark_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> EngineRun:
+    """`--engine spark` (spark.py). PySpark (an optional extra) is imported only when this engine runs."""
+    from .spark import run_spark  # noqa: PLC0415
+
+    return run_spark(sources, trial, as_of, steps)
+
+
+ENGINES: dict[str, Engine] = {"local": local_engine, "spark": spark_engine}
 
 
 def engine_named(name: str) -> Engine:

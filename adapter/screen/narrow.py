@@ -28,6 +28,7 @@ from ..fhir.wire import reference_key
 from .db import MAX_OBJECT_BYTES, file_list
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
     import duckdb
@@ -145,9 +146,9 @@ def _coded_refs(con: duckdb.DuckDBPyConnection, codes: CohortCodes) -> list[str]
     return refs
 
 
-def narrow(con: duckdb.DuckDBPyConnection, trial: Trial) -> Narrowed:
-    """The candidates among what `scan` holds: the Patients with a cohort diagnosis code."""
-    refs = _coded_refs(con, cohort_codes(trial))
+def coded_patients(refs: Iterable[str]) -> tuple[set[str], int]:
+    """The Patient ids the subject references of cohort-coded Conditions name (`reference_key`, as the
+    engine attributes them), and how many of those references are absolute or urn (each engine's count)."""
     coded: set[str] = set()
     not_relative = 0
     for ref in refs:
@@ -155,6 +156,12 @@ def narrow(con: duckdb.DuckDBPyConnection, trial: Trial) -> Narrowed:
         if key.startswith("Patient/"):
             coded.add(key.removeprefix("Patient/"))
             not_relative += "://" in ref or ref.startswith("urn:")
+    return coded, not_relative
+
+
+def narrow(con: duckdb.DuckDBPyConnection, trial: Trial) -> Narrowed:
+    """The candidates among what `scan` holds: the Patients with a cohort diagnosis code."""
+    coded, not_relative = coded_patients(_coded_refs(con, cohort_codes(trial)))
     con.execute("CREATE OR REPLACE TEMP TABLE coded (id VARCHAR)")
     if coded:
         con.executemany("INSERT INTO coded VALUES (?)", [(i,) for i in sorted(coded)])
