@@ -2,7 +2,7 @@
 
 Starts sekmet-fhir on 127.0.0.1 (adapter/fhir_sandbox.py) and loads `--patients` seeded synthetic patients
 (adapter/synth, a few per transaction; the load is timed apart, it is not part of the run). Then, as
-`axiom-cds screen --fhir-server URL --out DIR` does it (cli.py `_download_population`, then
+`axiom-cds screen --fhir-server URL --out DIR` does it (cli/screen.py `_download_population`, then
 `adapter.screen.screen`), in this process:
 
 - export: `fetch_population` from the call until every file is on disk, split into the server's job

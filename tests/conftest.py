@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -17,3 +18,15 @@ def http() -> Iterator[httpx.Client]:
     """An HTTP client for the services the tests start on 127.0.0.1 (no proxy from the environment)."""
     with httpx.Client(timeout=30.0, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A command run in-process (CliRunner: `serve`, `screen -v`) routes the root logger to its own stderr,
+    which the runner closes: every test leaves logging as it found it, so no later test logs into a closed
+    stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

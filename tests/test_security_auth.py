@@ -102,7 +102,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """`serve` checks the configuration, then hands over to uvicorn: record that hand-over instead."""
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr("adapter.cli.serve_until_stopped", lambda config: calls.append(vars(config)))
+    monkeypatch.setattr("adapter.cds.shutdown.serve_until_stopped", lambda config: calls.append(vars(config)))
     return calls
 
 

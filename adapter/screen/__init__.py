@@ -41,14 +41,15 @@ class ScreenSummary:
 
 
 def screen(source: Path, out: Path, as_of: date, trial: str = "axiom", engine: str = "local",
-           progress: bool | None = None) -> ScreenSummary:
+           progress: bool | None = None, *, spark_master: str | None = None) -> ScreenSummary:
     """Screen every patient of the NDJSON folder `source`; write the worklist into `out`.
 
     SourceError (one line) on a missing or empty folder, a line that is not JSON, an unwritable `out`, an
-    unknown engine; a bad trial definition raises TrialFileError before anything is read.
+    unknown engine; a bad trial definition raises TrialFileError before anything is read. `spark_master`:
+    where `--engine spark` runs (default AXIOM_SPARK_MASTER, else local[*]).
     """
     definition = load_trial(trial)
-    run_engine = engine_named(engine)
+    run_engine = engine_named(engine, spark_master=spark_master)
     sources = find_sources(source)
     output.prepare(out)
     with steps(progress) as shown:

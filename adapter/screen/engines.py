@@ -109,18 +109,24 @@ def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definit
     return narrowed, charts
 
 
-def spark_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> EngineRun:
-    """`--engine spark` (spark.py). PySpark (an optional extra) is imported only when this engine runs."""
+def spark_engine(sources: Sources, trial: str, as_of: date, steps: Steps, master: str | None = None) -> EngineRun:
+    """`--engine spark` (spark.py) on `master` (default AXIOM_SPARK_MASTER, else local[*]). PySpark (an
+    optional extra) is imported only when this engine runs."""
     from .spark import run_spark  # noqa: PLC0415
 
-    return run_spark(sources, trial, as_of, steps)
+    return run_spark(sources, trial, as_of, steps, master)
 
 
 ENGINES: dict[str, Engine] = {"local": local_engine, "spark": spark_engine}
 
 
-def engine_named(name: str) -> Engine:
+def engine_named(name: str, *, spark_master: str | None = None) -> Engine:
+    """The engine `name`; for spark, on `spark_master` when given."""
     found = ENGINES.get(name)
     if found is None:
         raise SourceError(f"--engine {name} is not available in this version (available: {', '.join(ENGINES)})")
+    if name == "spark" and spark_master:
+        def on_master(sources: Sources, trial: str, as_of: date, steps: Steps) -> EngineRun:
+            return spark_engine(sources, trial, as_of, steps, spark_master)
+        return on_master
     return found

@@ -373,13 +373,13 @@ def _result(row: dict[str, Any]) -> PatientResult:
 # --------------------------------------------------------------------------- the engine
 
 
-def run_spark(sources: Sources, trial: str, as_of: date, steps: Steps) -> EngineRun:
-    """The screen on Spark (`AXIOM_SPARK_MASTER`, default local[*]): the local engine's EngineRun."""
+def run_spark(sources: Sources, trial: str, as_of: date, steps: Steps, master: str | None = None) -> EngineRun:
+    """The screen on Spark (`master`, else AXIOM_SPARK_MASTER, else local[*]): the local engine's EngineRun."""
     if MISSING is not None:
         raise SourceError(f"--engine spark needs PySpark, pandas and pyarrow ({MISSING} is not installed): "
                           "pip install 'axiom-cds[spark]'")
     steps.step("starting Spark")
-    with spark_session() as (spark, start_seconds):
+    with spark_session(master) as (spark, start_seconds):
         log.info("spark started", extra={"seconds": round(start_seconds, 3), "reused": start_seconds == 0.0,
                                           "parallelism": spark.sparkContext.defaultParallelism})
         try:
