@@ -2,8 +2,10 @@
 
 One DuckDB scan of every file (`read_ndjson_objects`: each line as its own text, validated as JSON). A line
 is parsed only when its text may concern a candidate: `Patient/<candidate id>` in it (one DFA regular
-expression over the ids), a `\\u` escape (it could spell anything), `Condition` or `Patient"` (a Patient
-or Condition resource), or no `Patient/` at all (a result or Medication without a subject). It is kept
+expression over the ids), a `\\u` escape (it could spell anything), a Patient or Condition of a file the
+narrowing did not read, a Patient with a candidate's id, or an Observation or Medication without any
+`Patient/` (a result or Medication without a subject); the type is told by the line's first characters
+when it starts with its resourceType, else by `Condition`, `Patient"` and no `Patient/` in it. It is kept
 only when exact: a candidate's Patient; a resource whose `subject` (else `patient`) reference is a
 candidate's (`reference_key`, as the engine attributes it) and whose type the engine reads
 (fhir.record.KEPT_TYPES); an Observation or Medication without any, kept aside (a candidate's report, panel
@@ -39,6 +41,7 @@ ORPHAN_TYPES = ("Observation", "Medication")
 IDS_PER_PATTERN = 400  # ids in one alternation (RE2 compiles each to a DFA of bounded memory)
 POINTERS = (b'"result"', b'"hasMember"', b'"medicationReference"')
 ESCAPE = "\\u"  # a JSON escape: it can spell `Patient/…` or an id without their letters appearing
+TYPE_FIRST = '{"resourceType":"'  # how an export's line starts: its type is then read from its first characters
 STRAYS = "strays"  # temporary table: Patients and Conditions of files the narrowing did not read
 
 Row = tuple[str, str | None, str | None, str | None]  # line, type, id, subject-else-patient reference
@@ -74,20 +77,41 @@ def _any_match(column: str, patterns: list[str], name: str) -> tuple[str, dict[s
     return "(" + (" OR ".join(f"regexp_matches({column}, ${key})" for key in params) or "false") + ")", params
 
 
+def _led(column: str, *types: str) -> str:
+    return "(" + " OR ".join(f"starts_with({column}, '{TYPE_FIRST}{t}\"')" for t in types) + ")"
+
+
+def _by_type(column: str, patients: str) -> str:
+    """The tests that need the line's type, told by its first characters when it starts with its
+    resourceType (an export's lines do; `json_extract_string` then reads that same first value): a
+    Patient or Condition of a file not narrowed (a stray), a Patient whose text has a candidate's id as a
+    string (`patients`) or any escape, an Observation or Medication without `Patient/`. A line of another
+    type costs no search, nor a Patient or Condition of a narrowed file: `Condition`, absent, is looked for
+    through a whole line, and each line that passes is parsed (measured: most of the first look). A line
+    that starts otherwise has the type-blind tests (`Condition`, `Patient"`, no `Patient/`). Plain ORs and
+    ANDs, not CASE: only these skip the rows an earlier test settled."""
+    no_patient = f"NOT contains({column}, 'Patient/')"
+    return (f"(NOT starts_with({column}, '{TYPE_FIRST}') AND (contains({column}, 'Condition') "
+            f"OR contains({column}, 'Patient\"') OR {no_patient})) "
+            f"OR ({_led(column, 'Patient', 'Condition')} AND NOT list_contains($narrowed, filename)) "
+            f"OR ({_led(column, 'Patient')} AND (contains({column}, '\\') OR {patients})) "
+            f"OR ({_led(column, *ORPHAN_TYPES)} AND {no_patient})")
+
+
 def _scan(con: duckdb.DuckDBPyConnection, sources: Sources, ids: Sequence[str], narrowed: tuple[Path, ...],
           only: tuple[str, dict[str, str]] | None = None) -> list[Row]:
     """The lines that are the candidates' (or may be pointed at); strays go to the STRAYS table.
 
     The first look is a few tests per line, each a literal search that skips ahead fast (`Patient/…` with a
-    candidate id, `\\u`, `Condition`, `Patient"`, no `Patient/`): a test starting with `"`, or one regular
-    expression of them all, would visit every character of every line (measured: several times slower)."""
+    candidate id, `\\u`, then `_by_type`): a test starting with `"`, or one regular expression of them all,
+    would visit every character of every line (measured: several times slower)."""
     alternations = _alternation(ids)
     refs, ref_params = _any_match("json", [rf'Patient\\?/(?:{a})["/\\]' for a in alternations], "ref")
     in_ref, in_ref_params = _any_match("ref", [f"(?:^|/)(?:{a})(?:/|$)" for a in alternations], "inref")
     if only is None:
-        look = (f"{refs} OR contains(json, '{ESCAPE}') OR contains(json, 'Condition') OR contains(json, 'Patient\"') "
-                "OR NOT contains(json, 'Patient/')")
-        params: dict[str, Any] = dict(ref_params)
+        patients, patient_params = _any_match("json", [f'"(?:{a})"' for a in alternations], "patient")
+        look = f"{refs} OR contains(json, '{ESCAPE}') OR {_by_type('json', patients)}"
+        params: dict[str, Any] = {**ref_params, **patient_params}
     else:
         look, params = only
     kept = ", ".join(f"'{t}'" for t in KEPT_TYPES)
