@@ -2,11 +2,14 @@
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from adapter.synth.population import write_population
 from tests.fhir_server import fhir_server
+from tests.helpers import AS_OF, ENRICHED
 from tests.postgres_server import postgres_server, postgres_url
 from tests.service_server import cds_service, cds_service_factory
 
@@ -30,3 +33,12 @@ def _logging_restored() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,500 generated patients (seed 21) as NDJSON, enriched in sarcoma: the screen tests' population, for
+    each engine."""
+    folder = tmp_path_factory.mktemp("population")
+    write_population(folder, 21, 1500, AS_OF, prevalence=ENRICHED)
+    return folder

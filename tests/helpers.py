@@ -13,8 +13,11 @@ from adapter.engine import evaluate_bundle
 from adapter.report.card import NOT_MET_HEADING, UNKNOWN_HEADING
 from adapter.synth import fhir
 from adapter.synth.fhir import ICD10, ICDO3, LOINC, SNOMED
+from adapter.synth.population import Prevalence
 
 AS_OF = date(2026, 11, 21)
+# a generated population with many screen candidates in 1,500 patients (the conftest's `population`)
+ENRICHED = Prevalence(cancer=0.06, sarcoma=0.04, asps=0.3, lookalike=0.03)
 PID = "p1"
 SUBJECT = f"Patient/{PID}"
 

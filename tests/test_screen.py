@@ -37,11 +37,11 @@ from adapter.screen import SourceError, screen
 from adapter.screen.decide import bundle_bytes
 from adapter.synth import fhir
 from adapter.synth.fhir import ICD10, ICDO3
-from adapter.synth.population import Prevalence, write_population
+from adapter.synth.population import write_population
 from adapter.trials import load_trial
+from tests.helpers import ENRICHED
 
 AS_OF = date(2026, 11, 21)
-ENRICHED = Prevalence(cancer=0.06, sarcoma=0.04, asps=0.3, lookalike=0.03)  # many candidates in 1,500
 FILES = ("worklist.json", "worklist.csv", "report.html")
 runner = CliRunner()
 
@@ -143,13 +143,6 @@ def run(source: Path, out: Path, **kw: Any) -> dict[str, Any]:
     screen(source, out, AS_OF, **kw)
     doc: dict[str, Any] = orjson.loads((out / "worklist.json").read_bytes())
     return doc
-
-
-@pytest.fixture(scope="module")
-def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("population")
-    write_population(folder, 21, 1500, AS_OF, prevalence=ENRICHED)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,8 @@ import pytest
 
 from adapter.engine import evaluate_bundle
 from adapter.screen import screen
-from adapter.synth.population import write_population
 from tests.test_screen import (
     AS_OF,
-    ENRICHED,
     FILES,
     HL7_GROUPS,
     _cli,
@@ -68,13 +66,6 @@ def both(source: Path, tmp: Path) -> tuple[list[bytes], list[bytes]]:
     screen(source, tmp / "local", AS_OF, progress=False)
     screen(source, tmp / "spark", AS_OF, engine="spark", progress=False)
     return outputs(tmp / "local"), outputs(tmp / "spark")
-
-
-@pytest.fixture(scope="module")
-def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("population")
-    write_population(folder, 21, 1500, AS_OF, prevalence=ENRICHED)
-    return folder
 
 
 @pytest.fixture(scope="module")
