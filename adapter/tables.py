@@ -234,7 +234,7 @@ class CodeSet:
         return _first_match(self.body_sites, system, code)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: what is derived from it is cached (mapping/conditions.py)
 class ConditionTable:
     systems: dict[str, str]
     histology_extension: str

@@ -30,10 +30,11 @@ def parse_as_of(value: str | None) -> date:
         raise fail(f"--as-of must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def configuration_error(exc: Exception) -> typer.Exit:
+def configuration_error(exc: ValueError) -> typer.Exit:
     """A settings model's first validation error (pydantic), or a settings check's message, as one line."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
         return fail(f"configuration: {first['loc']}: {first['msg']}")
     return fail(str(exc))

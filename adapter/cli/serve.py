@@ -21,7 +21,6 @@ def serve(
 ) -> None:
     """Run the CDS Hooks service. Configuration: AXIOM_* environment variables or AXIOM_CONFIG=file.yaml."""
     import uvicorn
-    from pydantic import ValidationError
 
     from ..cds import shutdown
     from ..cds.issuers import auth_config, testing_only_warning
@@ -42,7 +41,7 @@ def serve(
         os.environ["AXIOM_AUTH_REQUIRED"] = "false"
     try:
         settings = Settings()
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError
         raise configuration_error(exc) from None
     try:
         load_trial(settings.trial)  # a bad AXIOM_TRIAL stops the service here, in one line

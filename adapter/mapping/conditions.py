@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from fhir.resources.R4B.condition import Condition
@@ -149,23 +150,14 @@ def _recorded_after(r: dict[str, Any], as_of: date) -> bool:
 
 
 MAX_CODINGS = 65536  # distinct codings whose sets are remembered (a population has a few thousand)
-_sets_of: dict[int, tuple[tables.ConditionTable, dict[tables.Coding, tuple[tuple[str, bool], ...]]]] = {}
 
 
+@lru_cache(maxsize=MAX_CODINGS)
 def _code_sets(table: tables.ConditionTable, coding: tables.Coding) -> tuple[tuple[str, bool], ...]:
     """(set id, verified code) of every set of `table` whose rules match `coding`, in the table's order;
-    remembered per coding: every Condition of a population is matched against the same few codes."""
-    held = _sets_of.get(id(table))
-    if held is None or held[0] is not table:  # another table (tests reload the mappings)
-        _sets_of.clear()
-        held = _sets_of[id(table)] = (table, {})
-    found = held[1].get(coding)
-    if found is None:
-        found = tuple((set_id, rule.verified) for set_id, code_set in table.sets.items()
-                      if (rule := code_set.match(*coding)) is not None)
-        if len(held[1]) < MAX_CODINGS:
-            held[1][coding] = found
-    return found
+    remembered per table and coding: every Condition of a population is matched against the same few codes."""
+    return tuple((set_id, rule.verified) for set_id, code_set in table.sets.items()
+                 if (rule := code_set.match(*coding)) is not None)
 
 
 def _matches(c: _Condition, table: tables.ConditionTable) -> dict[str, tuple[tables.Coding, str, bool]]:

@@ -163,8 +163,11 @@ def _pointers(line: bytes) -> list[str]:
     return out
 
 
-def _key(ref: str) -> str:
-    return ref if ref.startswith("urn:") else reference_key(ref)
+def pointed_keys(line: bytes) -> list[str]:
+    """The resource keys a line points at (`_pointers`, contained `#` references left out), keyed as the
+    gathering keys resources: a urn as it is, else `reference_key`."""
+    return [ref if ref.startswith("urn:") else reference_key(ref) for ref in _pointers(line)
+            if not ref.startswith("#")]
 
 
 def _point(chart: Chart, pool: dict[str, bytes]) -> set[str]:
@@ -172,7 +175,7 @@ def _point(chart: Chart, pool: dict[str, bytes]) -> set[str]:
     the keys pointed at that are neither the chart's own nor in the pool."""
     seen: set[str] = set()
     missing: set[str] = set()
-    queue = [_key(ref) for line in chart.own for ref in _pointers(line) if not ref.startswith("#")]
+    queue = [key for line in chart.own for key in pointed_keys(line)]
     while queue:
         key = queue.pop()
         if key in seen or key in chart.keys:
@@ -182,7 +185,7 @@ def _point(chart: Chart, pool: dict[str, bytes]) -> set[str]:
             missing.add(key)
             continue
         chart.pointed.append(pool[key])
-        queue.extend(_key(ref) for ref in _pointers(pool[key]) if not ref.startswith("#"))
+        queue.extend(pointed_keys(pool[key]))
     return missing
 
 

@@ -10,7 +10,7 @@ the subject references found are attributed by narrow.py's `coded_patients`. The
 every file and keeps gather.py's lines: a candidate's Patient, the resources of the engine's types whose
 reference is a candidate's (`reference_key`, on the driver, over the few distinct references that name a
 candidate id), the subject-less results and Medications (a candidate's report, panel or order may point
-at them: gather.py's `_pointers`, followed on the driver by resource keys only), and the Patients and
+at them: gather.py's `pointed_keys`, followed on the driver by resource keys only), and the Patients and
 Conditions of the other files (narrowed then; new candidates are gathered in one more pass). Each
 candidate's lines are then grouped by patient and `applyInPandas` runs decide.py's `decide_one` — the one
 engine — on the chart gather.py's `Chart` builds: the same Bundle bytes, the same verdict.
@@ -61,7 +61,7 @@ from ..trials import load_trial
 from .db import first_bad_line, threads
 from .decide import PatientResult, decide_one
 from .engines import EngineRun, source_notes, without_patient
-from .gather import ORPHAN_TYPES, Chart, _key, _pointers
+from .gather import ORPHAN_TYPES, Chart, pointed_keys
 from .narrow import CohortCodes, Narrowed, coded_patients, cohort_codes
 from .progress import Steps
 from .sources import SourceError, Sources
@@ -280,10 +280,9 @@ def _hits(spark: SparkSession, sources: Sources, narrowed: Sequence[Path], ids: 
 
 
 def _graph_rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Each pointing line's pointers: gather.py's `_pointers`, keyed as gather.py's `_point` keys them."""
+    """Each pointing line's pointers, keyed as gather.py's `_point` keys them (`pointed_keys`)."""
     for batch in batches:
-        pointers = [[] if line is None else [_key(ref) for ref in _pointers(line.encode()) if not ref.startswith("#")]
-                    for line in batch["json"]]
+        pointers = [[] if line is None else pointed_keys(line.encode()) for line in batch["json"]]
         yield pd.DataFrame({"pid": batch["pid"], "key": batch["key"], "pointers": pointers})
 
 
