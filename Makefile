@@ -28,21 +28,28 @@ sandbox: setup
 test: setup lint postgres podman chromium java
 	$(VENV)/bin/pytest -q
 
+## $(call apt_install,PACKAGES,NAME,PURPOSE,SKIPPED,CHECK): install Debian packages that a test needs and this
+## machine lacks (needs root or password-less sudo), then run CHECK. A failure fails only in CI: elsewhere the
+## tests that need them (SKIPPED) skip and say why.
+define apt_install
+if ! command -v apt-get >/dev/null 2>&1; then \
+  echo "$(2) is not installed and there is no apt-get: $(4) will skip"; [ -z "$$CI" ]; exit; \
+fi; \
+echo "Installing $(2) from Debian's packages for $(3)..."; \
+sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
+if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
+   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $(1) </dev/null >>"$$log" 2>&1; \
+then rm -f "$$log"; $(5); \
+else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install $(2): $(4) will skip"; [ -z "$$CI" ]; exit; fi
+endef
+
 ## PostgreSQL server binaries from Debian's package, for the store tests (which start their own server).
 ## Nothing to do when they are there; needs root or password-less sudo; a failed install fails only in CI.
 PG_CTL_GLOB ?= /usr/lib/postgresql/*/bin/pg_ctl
 postgres:
 	@if ls $(PG_CTL_GLOB) >/dev/null 2>&1; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "PostgreSQL is not installed and there is no apt-get: its store tests will skip"; [ -z "$$CI" ]; exit; \
-	fi; \
-	echo "Installing PostgreSQL from Debian's packages for the store tests..."; \
-	sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
-	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
-	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql </dev/null >>"$$log" 2>&1; \
-	then rm -f "$$log"; ls $(PG_CTL_GLOB); \
-	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install PostgreSQL: its store tests will skip"; [ -z "$$CI" ]; fi
+	$(call apt_install,postgresql,PostgreSQL,the store tests,its store tests,ls $(PG_CTL_GLOB))
 
 ## podman (with runc) from Debian's packages, for the image test (tests/test_image.py), and its base image
 ## localhost/debian-python:bookworm made from Debian's packages with mmdebstrap (there is no image registry
@@ -56,17 +63,7 @@ BASE_SLIM := --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/
 	--dpkgopt='path-include=/usr/share/doc/*/copyright'
 podman:
 	@if ! command -v podman >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1 || [ ! -x /usr/sbin/runc ]; then \
-	  if ! command -v apt-get >/dev/null 2>&1; then \
-	    echo "podman is not installed and there is no apt-get: the image test will skip"; [ -z "$$CI" ]; exit; \
-	  fi; \
-	  echo "Installing podman from Debian's packages for the image test..."; \
-	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
-	  if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
-	     $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $(PODMAN_PACKAGES) \
-	       </dev/null >>"$$log" 2>&1; \
-	  then rm -f "$$log"; podman --version; \
-	  else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install podman: the image test will skip"; [ -z "$$CI" ]; exit; fi; \
+	  $(call apt_install,$(PODMAN_PACKAGES),podman,the image test,the image test,podman --version); \
 	fi; \
 	if podman image exists $(BASE_IMAGE); then exit 0; fi; \
 	echo "Building the base image $(BASE_IMAGE) from Debian's packages (mmdebstrap, about 30 s)..."; \
@@ -84,16 +81,7 @@ CHROMIUM ?= /usr/bin/chromium
 .PHONY: chromium
 chromium:
 	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "Chromium is not installed and there is no apt-get: the browser test will skip"; [ -z "$$CI" ]; exit; \
-	fi; \
-	echo "Installing Chromium from Debian's packages for the browser test..."; \
-	sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
-	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
-	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium </dev/null >>"$$log" 2>&1; \
-	then rm -f "$$log"; $(CHROMIUM) --version; \
-	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install Chromium: the browser test will skip"; [ -z "$$CI" ]; fi
+	$(call apt_install,chromium,Chromium,the browser test,the browser test,$(CHROMIUM) --version)
 
 ## A Java runtime from Debian's package, for the Spark engine's tests (tests/test_screen_spark.py: PySpark 4
 ## needs Java 17 or later). Nothing to do when `java` is there; installing needs root or password-less sudo; a
@@ -101,16 +89,7 @@ chromium:
 .PHONY: java
 java:
 	@if command -v java >/dev/null 2>&1; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "Java is not installed and there is no apt-get: the Spark engine's tests will skip"; [ -z "$$CI" ]; exit; \
-	fi; \
-	echo "Installing Java 17 from Debian's packages for the Spark engine's tests..."; \
-	sudo=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -n"); log=$$(mktemp); \
-	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$$log" 2>&1 && \
-	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold openjdk-17-jre-headless </dev/null >>"$$log" 2>&1; \
-	then rm -f "$$log"; java -version; \
-	else tail -n 30 "$$log"; rm -f "$$log"; echo "Could not install Java: the Spark engine's tests will skip"; [ -z "$$CI" ]; fi
+	$(call apt_install,openjdk-17-jre-headless,Java 17,the Spark engine's tests,the Spark engine's tests,java -version)
 
 lint: setup
 	$(VENV)/bin/ruff check adapter tests bench
