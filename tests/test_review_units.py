@@ -29,7 +29,7 @@ from adapter.report.card import card
 from adapter.review.config import launch_url, read_app_context, review_config
 from adapter.review.drafts import drafts
 from adapter.review.errors import ReviewError
-from adapter.review.identity import fhir_user_reference, identify, requester, verify_id_token
+from adapter.review.identity import fhir_user_reference, identify, logged_user, requester, verify_id_token
 from adapter.review.pages import security_headers
 from adapter.review.sessions import ReviewStore
 from adapter.review.settings import ReviewSettings
@@ -281,6 +281,15 @@ def test_requester_is_a_practitioner_or_role() -> None:
     assert requester("https://x.example/fhir/PractitionerRole/2") == {
         "requester": {"reference": "https://x.example/fhir/PractitionerRole/2"}}
     assert requester("Patient/3") == {} and requester(None) == {}
+
+
+def test_logs_name_a_clinician_but_never_a_patient_who_signed_in() -> None:
+    """A clinician is logged by reference (an id); a patient or relative signed in (a patient-facing launch)
+    only by the type: the logs identify patients by the service's keyed hash alone."""
+    assert logged_user("Practitioner/1") == "Practitioner/1"
+    assert logged_user("https://x.example/fhir/PractitionerRole/2") == "https://x.example/fhir/PractitionerRole/2"
+    assert logged_user("Patient/3") == "Patient" and logged_user("RelatedPerson/4") == "RelatedPerson"
+    assert logged_user(None) is None
 
 
 TOKEN_ENDPOINT = "https://ehr.example/oauth2/token"

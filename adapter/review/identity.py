@@ -78,10 +78,22 @@ def fhir_user_reference(claim: Any, fhir_base: str) -> str | None:
     return key if same else claim
 
 
+def _user_type(fhir_user: str | None) -> str | None:
+    """The resource type of a `fhir_user_reference` (relative or absolute)."""
+    kind = (fhir_user or "").rstrip("/").split("/")[-2:-1]
+    return kind[0] if kind else None
+
+
+def logged_user(fhir_user: str | None) -> str | None:
+    """The signed-in user as the logs name them: a clinician's reference (an id, as the logs keep), but only
+    the type for a Patient or RelatedPerson — a patient is logged by the service's keyed hash alone."""
+    kind = _user_type(fhir_user)
+    return fhir_user if kind in REQUESTER_TYPES else kind
+
+
 def requester(fhir_user: str | None) -> dict[str, Any]:
     """ServiceRequest.requester for the signed-in clinician (a Practitioner or PractitionerRole)."""
-    kind = (fhir_user or "").rstrip("/").split("/")[-2:-1]
-    return {"requester": {"reference": fhir_user}} if fhir_user and kind and kind[0] in REQUESTER_TYPES else {}
+    return {"requester": {"reference": fhir_user}} if fhir_user and _user_type(fhir_user) in REQUESTER_TYPES else {}
 
 
 def _trusted_url(value: str | None, what: str, iss: str, token_endpoint: str) -> str:

@@ -44,7 +44,7 @@ from .chart import STATUS_ORDER, STATUS_TEXT, Chart, criteria_views, patient_ban
 from .config import COOKIE, ReviewConfig, read_app_context, review_config
 from .drafts import Draft, Existing, create, drafts, find_open, read_back
 from .errors import ReviewError
-from .identity import Identity, identify
+from .identity import Identity, identify, logged_user
 from .pages import STATIC, page, security_headers, static
 from .sessions import Attestation, ReviewStore, Session, expiry
 from .settings import ReviewSettings
@@ -245,7 +245,8 @@ async def _complete(request: Request, config: ReviewConfig, store: ReviewStore, 
     service: Service = request.app.state.service
     log.info("review signed in", extra={"hook_instance": session.hook_instance, "scopes": len(token.scope),
                                         "writes": grants(token.scope, "ServiceRequest", "c"),
-                                        "id_token": token.id_token is not None, "fhir_user": session.fhir_user,
+                                        "id_token": token.id_token is not None,
+                                        "fhir_user": logged_user(session.fhir_user),
                                         "patient_hash": service.patient_key(session.iss, token.patient)})
     return response
 
@@ -406,7 +407,7 @@ async def attestations(request: Request) -> Response:
     session.notice = f"Checklist saved: {len(ticked)} of {len(known)} confirmed."
     await run_in_threadpool(store.save, secret, session)
     log.info("review checklist saved", extra={"hook_instance": session.hook_instance, "confirmed": len(ticked),
-                                              "items": len(known), "fhir_user": session.fhir_user})
+                                              "items": len(known), "fhir_user": logged_user(session.fhir_user)})
     return _see("app")
 
 
