@@ -51,13 +51,18 @@ def evaluate_record(record: PatientRecord, as_of: date, trial_name: str = "axiom
     return evaluate(build_facts(record, as_of, lookback_days(definition)), definition)
 
 
-@cache
 def warm_up(trial_name: str = "axiom") -> None:
     """Load what the first evaluations would load lazily: code tables, the unit registry and the units
     seen in real feeds, the FHIR model classes of the elements read — by evaluating the synthetic
     scenario charts (adapter/synth: the test fixtures' shapes and unit spellings). A service then answers
     its first hook warm, and screen workers forked after this start warm: each would pay it again. Once
-    per trial and process (a failure is not remembered: the next call tries again)."""
+    per trial and process, however it is named (`warm_up()` and `warm_up("axiom")` are one call; a
+    failure is not remembered: the next call tries again)."""
+    _warm_up(trial_name)
+
+
+@cache
+def _warm_up(trial_name: str) -> None:
     from .synth.generator import scenario_cases  # noqa: PLC0415 (only long-lived processes warm up)
 
     today = date.today()

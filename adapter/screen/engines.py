@@ -44,21 +44,21 @@ Engine = Callable[[Sources, str, date, Steps], EngineRun]
 
 def local_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> EngineRun:
     definition = load_trial(trial)
-    started = time.perf_counter()
-    with open_db() as con:
-        try:
-            narrowed, charts = _narrow_and_gather(con, sources, definition, steps)
-        except duckdb.Error as exc:
-            raise read_error(exc, sources.files) from None
-    gathered_at = time.perf_counter()
-    log.info("screen gathered", extra={"files": len(sources.files), "patients": narrowed.screened,
-                                        "conditions": narrowed.conditions, "candidates": len(charts),
-                                        "resources": sum(len(c.lines()) for c in charts),
-                                        "seconds": round(gathered_at - started, 3)})
-    steps.step("deciding each candidate", total=len(charts))
-    tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
-    results = []
-    with worker_pool(len(tasks), threads(), trial) as pool:  # DuckDB is closed: no thread to fork
+    with worker_pool(threads(), trial) as pool:  # forked before DuckDB opens: no thread to lose
+        started = time.perf_counter()
+        with open_db() as con:
+            try:
+                narrowed, charts = _narrow_and_gather(con, sources, definition, steps)
+            except duckdb.Error as exc:
+                raise read_error(exc, sources.files) from None
+        gathered_at = time.perf_counter()
+        log.info("screen gathered", extra={"files": len(sources.files), "patients": narrowed.screened,
+                                            "conditions": narrowed.conditions, "candidates": len(charts),
+                                            "resources": sum(len(c.lines()) for c in charts),
+                                            "seconds": round(gathered_at - started, 3)})
+        steps.step("deciding each candidate", total=len(charts))
+        tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
+        results = []
         for result in decide(tasks, pool):
             results.append(result)
             steps.advance()
