@@ -20,7 +20,7 @@ from ..trials import Trial, load_trial
 from .db import open_db, read_error, threads
 from .decide import PatientResult, decide, worker_pool
 from .gather import STRAYS, Chart, gather
-from .narrow import SCAN, Narrowed, narrow, scan_files, scan_lines
+from .narrow import SCAN, Narrowed, cohort_codes, narrow, scan_files, scan_lines
 from .progress import Steps
 from .sources import SourceError, Sources
 
@@ -90,7 +90,8 @@ def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definit
     candidates gathered in one more pass."""
     led = sources.led_by("Patient", "Condition")
     steps.step("narrowing: cohort diagnosis codes")
-    scan_files(con, led)
+    codes = cohort_codes(definition)
+    scan_files(con, led, codes)
     narrowed = narrow(con, definition)
     if not narrowed.candidates and len(led) == len(sources.files):
         return narrowed, []
@@ -98,7 +99,7 @@ def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definit
     charts = gather(con, sources, narrowed.candidates, led)
     strays_row = con.execute(f"SELECT count(*) FROM {STRAYS}").fetchone()
     if strays_row and strays_row[0]:
-        scan_lines(con, STRAYS)
+        scan_lines(con, STRAYS, codes)
         again = narrow(con, definition)
         new = sorted(set(again.candidates) - set(narrowed.candidates))
         if new:

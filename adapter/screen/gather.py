@@ -28,7 +28,7 @@ import orjson
 
 from ..fhir.record import KEPT_TYPES
 from ..fhir.wire import reference_key
-from .db import MAX_OBJECT_BYTES, file_list
+from .db import MAX_OBJECT_BYTES
 
 if TYPE_CHECKING:
     import duckdb
@@ -41,7 +41,10 @@ ORPHAN_TYPES = ("Observation", "Medication")
 IDS_PER_PATTERN = 400  # ids in one alternation (RE2 compiles each to a DFA of bounded memory)
 POINTERS = (b'"result"', b'"hasMember"', b'"medicationReference"')
 ESCAPE = "\\u"  # a JSON escape: it can spell `Patient/…` or an id without their letters appearing
+# a line with one: the one-byte search for a backslash skips ahead fastest, the escape is looked for after it
+ESCAPED = f"(contains(json, '\\') AND contains(json, '{ESCAPE}'))"
 TYPE_FIRST = '{"resourceType":"'  # how an export's line starts: its type is then read from its first characters
+TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")  # a lead type that may be written into SQL (else: any type)
 STRAYS = "strays"  # temporary table: Patients and Conditions of files the narrowing did not read
 
 Row = tuple[str, str | None, str | None, str | None]  # line, type, id, subject-else-patient reference
@@ -81,61 +84,96 @@ def _led(column: str, *types: str) -> str:
     return "(" + " OR ".join(f"starts_with({column}, '{TYPE_FIRST}{t}\"')" for t in types) + ")"
 
 
-def _by_type(column: str, patients: str) -> str:
-    """The tests that need the line's type, told by its first characters when it starts with its
-    resourceType (an export's lines do; `json_extract_string` then reads that same first value): a
-    Patient or Condition of a file not narrowed (a stray), a Patient whose text has a candidate's id as a
-    string (`patients`) or any escape, an Observation or Medication without `Patient/`. A line of another
-    type costs no search, nor a Patient or Condition of a narrowed file: `Condition`, absent, is looked for
-    through a whole line, and each line that passes is parsed (measured: most of the first look). A line
-    that starts otherwise has the type-blind tests (`Condition`, `Patient"`, no `Patient/`). Plain ORs and
-    ANDs, not CASE: only these skip the rows an earlier test settled."""
-    no_patient = f"NOT contains({column}, 'Patient/')"
-    return (f"(NOT starts_with({column}, '{TYPE_FIRST}') AND (contains({column}, 'Condition') "
-            f"OR contains({column}, 'Patient\"') OR {no_patient})) "
-            f"OR ({_led(column, 'Patient', 'Condition')} AND NOT list_contains($narrowed, filename)) "
-            f"OR ({_led(column, 'Patient')} AND (contains({column}, '\\') OR {patients})) "
-            f"OR ({_led(column, *ORPHAN_TYPES)} AND {no_patient})")
+def _any_type(patients: str, refs: str, narrowed: bool) -> str:
+    """The first look at a line of any type (its file's lead is not known, or the line starts otherwise):
+    `Patient/<candidate id>`, an escape, or the tests that need the line's type, told by its first
+    characters when it starts with its resourceType — a Patient or Condition of a file not narrowed (a
+    stray), a Patient whose text has a candidate's id as a string (`patients`) or any escape, an Observation
+    or Medication without `Patient/`; a line that starts otherwise has the type-blind tests (`Condition`,
+    `Patient"`, no `Patient/`). Plain ORs and ANDs: each skips the rows an earlier test settled."""
+    no_patient = "NOT contains(json, 'Patient/')"
+    strays = "" if narrowed else f"OR {_led('json', 'Patient', 'Condition')} "
+    return (f"{refs} OR {ESCAPED} "
+            f"OR (NOT starts_with(json, '{TYPE_FIRST}') AND (contains(json, 'Condition') "
+            f"OR contains(json, 'Patient\"') OR {no_patient})) "
+            f"{strays}"
+            f"OR ({_led('json', 'Patient')} AND (contains(json, '\\') OR {patients})) "
+            f"OR ({_led('json', *ORPHAN_TYPES)} AND {no_patient})")
+
+
+def first_look(lead: str | None, narrowed: bool, patients: str, refs: str) -> str:
+    """What a line of a file led by `lead` must have to be parsed. A line that starts with that type's
+    `{"resourceType":"…"` is of that type (the first key is what `json_extract_string` reads), so only the
+    tests its type needs run: none for a type the engine does not read (an Encounter is never parsed),
+    every line for a Patient or Condition of a file not narrowed (a stray), `patients` or an escape for a
+    narrowed Patient, `refs` or an escape for the engine's types, and no `Patient/` for an Observation or
+    Medication (a result without a subject). Any other line of the file gets `_any_type`."""
+    anywhere = _any_type(patients, refs, narrowed)
+    if lead is None or not TYPE_NAME.fullmatch(lead):
+        return anywhere
+    if lead in ("Patient", "Condition") and not narrowed:
+        own = "true"
+    elif lead == "Patient":
+        own = f"contains(json, '\\') OR {patients}"
+    elif lead in ORPHAN_TYPES:
+        own = f"{refs} OR {ESCAPED} OR NOT contains(json, 'Patient/')"
+    elif lead in KEPT_TYPES:
+        own = f"{refs} OR {ESCAPED}"
+    else:
+        own = "false"
+    led = _led("json", lead)
+    return f"({led} AND ({own})) OR (NOT {led} AND ({anywhere}))"
+
+
+def _groups(sources: Sources, narrowed: tuple[Path, ...]) -> list[tuple[str | None, bool, list[str]]]:
+    """The files by lead type and whether the narrowing read them: one first look per group."""
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for path, lead in zip(sources.files, sources.leads, strict=True):
+        groups.setdefault((lead or "", path in narrowed), []).append(str(path))
+    return [(lead or None, was_narrowed, files) for (lead, was_narrowed), files in sorted(groups.items())]
 
 
 def _scan(con: duckdb.DuckDBPyConnection, sources: Sources, ids: Sequence[str], narrowed: tuple[Path, ...],
           only: tuple[str, dict[str, str]] | None = None) -> list[Row]:
     """The lines that are the candidates' (or may be pointed at); strays go to the STRAYS table.
 
-    The first look is a few tests per line, each a literal search that skips ahead fast (`Patient/…` with a
-    candidate id, `\\u`, then `_by_type`): a test starting with `"`, or one regular expression of them all,
-    would visit every character of every line (measured: several times slower)."""
+    The first look (`first_look`, or `only`) is a few tests per line, each a literal search that skips
+    ahead fast or one regular expression of the candidates' references: a test starting with `"`, or one
+    regular expression of them all, would visit every character of every line (measured: several times
+    slower). One SELECT per group of files (their lead type, narrowed or not), in one statement."""
     alternations = _alternation(ids)
     refs, ref_params = _any_match("json", [rf'Patient\\?/(?:{a})["/\\]' for a in alternations], "ref")
     in_ref, in_ref_params = _any_match("ref", [f"(?:^|/)(?:{a})(?:/|$)" for a in alternations], "inref")
-    if only is None:
-        patients, patient_params = _any_match("json", [f'"(?:{a})"' for a in alternations], "patient")
-        look = f"{refs} OR contains(json, '{ESCAPE}') OR {_by_type('json', patients)}"
-        params: dict[str, Any] = {**ref_params, **patient_params}
-    else:
-        look, params = only
+    patients, patient_params = _any_match("json", [f'"(?:{a})"' for a in alternations], "patient")
+    params: dict[str, Any] = {**ref_params, **patient_params, **in_ref_params}
+    if only is not None:
+        params.update(only[1])
+    reads = []
+    for k, (lead, was_narrowed, files) in enumerate(_groups(sources, narrowed)):
+        look = only[0] if only is not None else first_look(lead, was_narrowed, patients, refs)
+        params[f"files{k}"] = files
+        reads.append(f"SELECT json, {was_narrowed} AS narrowed FROM read_ndjson_objects($files{k}, "
+                     f"compression = 'auto_detect', maximum_object_size = {MAX_OBJECT_BYTES}) WHERE {look}")
     kept = ", ".join(f"'{t}'" for t in KEPT_TYPES)
     orphans = ", ".join(f"'{t}'" for t in ORPHAN_TYPES)
     con.execute("CREATE OR REPLACE TEMP TABLE candidates (id VARCHAR)")
     if ids:
         con.executemany("INSERT INTO candidates VALUES (?)", [(i,) for i in ids])
+    union = " UNION ALL ".join(reads)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hits AS
         SELECT json, type, id, ref, stray, mine FROM (
-            SELECT json, type, id, ref,
-                   NOT list_contains($narrowed, filename) AND type IN ('Patient', 'Condition') AS stray,
+            SELECT json, type, id, ref, NOT narrowed AND type IN ('Patient', 'Condition') AS stray,
                    (type = 'Patient' AND ref IS NULL AND id IN (SELECT id FROM candidates))
                    OR (ref IS NULL AND type IN ({orphans}))
                    OR (ref IS NOT NULL AND type IN ({kept}) AND {in_ref}) AS mine FROM (
-                SELECT json, filename, f[1] AS type, f[2] AS id, coalesce(f[3], f[4]) AS ref FROM (
-                    SELECT json, filename,
+                SELECT json, narrowed, f[1] AS type, f[2] AS id, coalesce(f[3], f[4]) AS ref FROM (
+                    SELECT json, narrowed,
                            json_extract_string(json, ['$.resourceType', '$.id', '$.subject.reference',
                                                       '$.patient.reference']) AS f
-                    FROM read_ndjson_objects($files, compression = 'auto_detect', filename = true,
-                                             maximum_object_size = {MAX_OBJECT_BYTES})
-                    WHERE {look})))
+                    FROM ({union}))))
         WHERE stray OR mine
-    """, {"files": file_list(sources.files), "narrowed": file_list(narrowed), **params, **in_ref_params})
+    """, {k: v for k, v in params.items() if f"${k}" in union or f"${k}" in in_ref})
     if only is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {STRAYS} AS SELECT json, type FROM hits WHERE stray")
     rows: list[Row] = con.execute("SELECT json, type, id, ref FROM hits WHERE mine").fetchall()
