@@ -349,6 +349,32 @@ def test_the_same_input_gives_the_same_bytes_in_any_line_order_and_any_file_layo
     assert _outputs(tmp_path / "out-mixed") == _outputs(out)
 
 
+def test_a_file_of_a_type_the_engine_never_reads_is_still_searched_past_its_own_lines(
+        population: Path, screened: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """An Encounter-led file's Encounters are never looked into (the engine reads none), but a candidate's
+    sarcoma Condition, labs and Patient written into that file are hers all the same."""
+    out, doc = screened
+    moved_to = tmp_path / "moved"
+    moved_to.mkdir()
+    ref = doc["patients"][0]["patient"]
+    encounters = (population / "Encounter.ndjson").read_bytes().splitlines()
+    assert encounters and b'"resourceType":"Encounter"' in encounters[0]
+    moved: list[bytes] = []
+    for path in sorted(population.iterdir()):
+        if path.name == "Encounter.ndjson":
+            continue
+        keep = []
+        for line in path.read_bytes().splitlines():
+            r = orjson.loads(line)
+            mine = f"Patient/{r['id']}" == ref if r["resourceType"] == "Patient" else _subject(r) == ref
+            (moved if mine and r["resourceType"] in ("Patient", "Condition", "Observation") else keep).append(line)
+        (moved_to / path.name).write_bytes(b"".join(x + b"\n" for x in keep))
+    assert any(b'"resourceType":"Condition"' in x for x in moved) and any(b'"Observation"' in x for x in moved)
+    (moved_to / "Encounter.ndjson").write_bytes(b"".join(x + b"\n" for x in [encounters[0], *moved, *encounters[1:]]))
+    run(moved_to, tmp_path / "out-moved")
+    assert _outputs(tmp_path / "out-moved") == _outputs(out), f"{ref}'s resources in the Encounter file"
+
+
 def test_gzip_files_give_the_same_worklist(population: Path, screened: tuple[Path, dict[str, Any]],
                                            tmp_path: Path) -> None:
     packed = tmp_path / "gz"

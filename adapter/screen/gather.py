@@ -1,16 +1,19 @@
 """The gathering pass: every resource of the candidates, as the raw JSON lines of the source.
 
-One DuckDB scan of every file (`read_ndjson_objects`: each line as its own text, validated as JSON). A line
-is parsed only when its text may concern a candidate: `Patient/<candidate id>` in it (one DFA regular
-expression over the ids), a `\\u` escape (it could spell anything), a Patient or Condition of a file the
-narrowing did not read, a Patient with a candidate's id, or an Observation or Medication without any
-`Patient/` (a result or Medication without a subject); the type is told by the line's first characters
-when it starts with its resourceType, else by `Condition`, `Patient"` and no `Patient/` in it. It is kept
-only when exact: a candidate's Patient; a resource whose `subject` (else `patient`) reference is a
-candidate's (`reference_key`, as the engine attributes it) and whose type the engine reads
-(fhir.record.KEPT_TYPES); an Observation or Medication without any, kept aside (a candidate's report, panel
-or order may point at it: FHIR then gives it that patient); a Patient or Condition of a file the narrowing
-did not read ("strays": narrowed after this pass, engines.py).
+One DuckDB statement reads every file (`read_ndjson_objects`: each line as its own text, validated as JSON),
+one SELECT per group of files that share a lead type (sources.py) and were or were not narrowed. A line is
+parsed only when its text may concern a candidate (`first_look`). A line that starts with its file's lead
+type (`{"resourceType":"Observation"…`, as an export writes every line) is of that type, so only that type's
+tests run: `Patient/<candidate id>` (one DFA regular expression over the ids) or a `\\u` escape (it could
+spell anything) for the engine's types, plus no `Patient/` at all for an Observation or Medication (a result
+or Medication without a subject); a candidate's id or any escape for a narrowed Patient; every Patient and
+Condition of a file the narrowing did not read; nothing for a type the engine never reads (an Encounter). A
+line that starts otherwise gets the type-blind tests. It is kept only when exact: a candidate's Patient; a
+resource whose `subject` (else `patient`) reference is a candidate's (`reference_key`, as the engine
+attributes it) and whose type the engine reads (fhir.record.KEPT_TYPES); an Observation or Medication
+without any, kept aside (a candidate's report, panel or order may point at it: FHIR then gives it that
+patient); a Patient or Condition of a file the narrowing did not read ("strays": narrowed after this pass,
+engines.py).
 
 A subject-less resource a candidate points at whose text names some patient elsewhere is not caught by
 the first look; a second, targeted scan fetches whatever a candidate's chart points at and is missing.
@@ -41,8 +44,9 @@ ORPHAN_TYPES = ("Observation", "Medication")
 IDS_PER_PATTERN = 400  # ids in one alternation (RE2 compiles each to a DFA of bounded memory)
 POINTERS = (b'"result"', b'"hasMember"', b'"medicationReference"')
 ESCAPE = "\\u"  # a JSON escape: it can spell `Patient/…` or an id without their letters appearing
-# a line with one: the one-byte search for a backslash skips ahead fastest, the escape is looked for after it
-ESCAPED = f"(contains(json, '\\') AND contains(json, '{ESCAPE}'))"
+# a line with one: the one-byte search for a backslash skips ahead fastest, the escape is looked for only in
+# the lines that have one (a CASE keeps that order; DuckDB may reorder the two tests of an AND)
+ESCAPED = f"CASE WHEN contains(json, '\\') THEN contains(json, '{ESCAPE}') ELSE false END"
 TYPE_FIRST = '{"resourceType":"'  # how an export's line starts: its type is then read from its first characters
 TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")  # a lead type that may be written into SQL (else: any type)
 STRAYS = "strays"  # temporary table: Patients and Conditions of files the narrowing did not read

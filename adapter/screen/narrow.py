@@ -160,8 +160,8 @@ def _coded_refs(con: duckdb.DuckDBPyConnection, codes: CohortCodes) -> list[str]
                            "WHERE ref IS NOT NULL) WHERE c.system IS NOT NULL AND c.code IS NOT NULL").fetchall()
     matched = [{"system": system, "code": code} for system, code in distinct if codes.matches(system, code)]
     refs = [r for (r,) in con.execute(f"""
-        SELECT DISTINCT ref FROM {SCAN}
-        WHERE ref IS NOT NULL AND len(list_intersect(codings, $matched)) > 0
+        SELECT DISTINCT ref FROM (SELECT ref, unnest(codings) AS c FROM {SCAN} WHERE ref IS NOT NULL)
+        WHERE c IN (SELECT unnest($matched))
     """, {"matched": matched}).fetchall()] if matched else []
     if codes.profiles:
         refs += [r for (r,) in con.execute(f"""
@@ -191,12 +191,12 @@ def narrow(con: duckdb.DuckDBPyConnection, trial: Trial) -> Narrowed:
     present = {i for (i,) in con.execute(
         f"SELECT DISTINCT id FROM {SCAN} WHERE type = 'Patient' AND list_contains($coded, id)",
         {"coded": sorted(coded)}).fetchall()} if coded else set()
-    counts = con.execute(f"SELECT count(DISTINCT id) FILTER (WHERE type = 'Patient') + "
-                         f"count(*) FILTER (WHERE type = 'Patient' AND id IS NULL), "
-                         f"count(*) FILTER (WHERE type = 'Condition') FROM {SCAN}").fetchone()
+    patients = con.execute(f"SELECT count(DISTINCT id) + count(*) FILTER (WHERE id IS NULL) FROM {SCAN} "
+                           "WHERE type = 'Patient'").fetchone()
+    conditions = con.execute(f"SELECT count(*) FROM {SCAN} WHERE type = 'Condition'").fetchone()
     return Narrowed(
-        screened=int(counts[0]) if counts else 0,
+        screened=int(patients[0]) if patients else 0,
         candidates=tuple(sorted(present)),
         without_patient=tuple(f"Patient/{i}" for i in sorted(coded - present)),
         not_relative=not_relative,
-        conditions=int(counts[1]) if counts else 0)
+        conditions=int(conditions[0]) if conditions else 0)
