@@ -52,12 +52,12 @@ def local_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> Eng
             except duckdb.Error as exc:
                 raise read_error(exc, sources.files) from None
         gathered_at = time.perf_counter()
+        tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
         log.info("screen gathered", extra={"files": len(sources.files), "patients": narrowed.screened,
                                             "conditions": narrowed.conditions, "candidates": len(charts),
-                                            "resources": sum(len(c.lines()) for c in charts),
+                                            "resources": sum(len(lines) for _, lines, _, _ in tasks),
                                             "seconds": round(gathered_at - started, 3)})
         steps.step("deciding each candidate", total=len(charts))
-        tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
         results = []
         for result in decide(tasks, pool):
             results.append(result)
@@ -92,7 +92,7 @@ def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definit
     steps.step("narrowing: cohort diagnosis codes")
     codes = cohort_codes(definition)
     scan_files(con, led, codes)
-    narrowed = narrow(con, definition)
+    narrowed = narrow(con, codes)
     if not narrowed.candidates and len(led) == len(sources.files):
         return narrowed, []
     steps.step("gathering the candidates' resources")
@@ -100,7 +100,7 @@ def _narrow_and_gather(con: duckdb.DuckDBPyConnection, sources: Sources, definit
     strays_row = con.execute(f"SELECT count(*) FROM {STRAYS}").fetchone()
     if strays_row and strays_row[0]:
         scan_lines(con, STRAYS, codes)
-        again = narrow(con, definition)
+        again = narrow(con, codes)
         new = sorted(set(again.candidates) - set(narrowed.candidates))
         if new:
             steps.step("gathering the candidates found outside the Patient and Condition files")

@@ -46,7 +46,9 @@ POINTERS = (b'"result"', b'"hasMember"', b'"medicationReference"')
 ESCAPE = "\\u"  # a JSON escape: it can spell `Patient/…` or an id without their letters appearing
 # a line with one: the one-byte search for a backslash skips ahead fastest, the escape is looked for only in
 # the lines that have one (a CASE keeps that order; DuckDB may reorder the two tests of an AND)
-ESCAPED = f"CASE WHEN contains(json, '\\') THEN contains(json, '{ESCAPE}') ELSE false END"
+BACKSLASH = "contains(json, '\\')"
+ESCAPED = f"CASE WHEN {BACKSLASH} THEN contains(json, '{ESCAPE}') ELSE false END"
+NO_PATIENT = "NOT contains(json, 'Patient/')"  # a result or Medication without a subject (or with another's)
 TYPE_FIRST = '{"resourceType":"'  # how an export's line starts: its type is then read from its first characters
 TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")  # a lead type that may be written into SQL (else: any type)
 STRAYS = "strays"  # temporary table: Patients and Conditions of files the narrowing did not read
@@ -95,14 +97,13 @@ def _any_type(patients: str, refs: str, narrowed: bool) -> str:
     stray), a Patient whose text has a candidate's id as a string (`patients`) or any escape, an Observation
     or Medication without `Patient/`; a line that starts otherwise has the type-blind tests (`Condition`,
     `Patient"`, no `Patient/`). Plain ORs and ANDs: each skips the rows an earlier test settled."""
-    no_patient = "NOT contains(json, 'Patient/')"
     strays = "" if narrowed else f"OR {_led('json', 'Patient', 'Condition')} "
     return (f"{refs} OR {ESCAPED} "
             f"OR (NOT starts_with(json, '{TYPE_FIRST}') AND (contains(json, 'Condition') "
-            f"OR contains(json, 'Patient\"') OR {no_patient})) "
+            f"OR contains(json, 'Patient\"') OR {NO_PATIENT})) "
             f"{strays}"
-            f"OR ({_led('json', 'Patient')} AND (contains(json, '\\') OR {patients})) "
-            f"OR ({_led('json', *ORPHAN_TYPES)} AND {no_patient})")
+            f"OR ({_led('json', 'Patient')} AND ({BACKSLASH} OR {patients})) "
+            f"OR ({_led('json', *ORPHAN_TYPES)} AND {NO_PATIENT})")
 
 
 def first_look(lead: str | None, narrowed: bool, patients: str, refs: str) -> str:
@@ -118,9 +119,9 @@ def first_look(lead: str | None, narrowed: bool, patients: str, refs: str) -> st
     if lead in ("Patient", "Condition") and not narrowed:
         own = "true"
     elif lead == "Patient":
-        own = f"contains(json, '\\') OR {patients}"
+        own = f"{BACKSLASH} OR {patients}"
     elif lead in ORPHAN_TYPES:
-        own = f"{refs} OR {ESCAPED} OR NOT contains(json, 'Patient/')"
+        own = f"{refs} OR {ESCAPED} OR {NO_PATIENT}"
     elif lead in KEPT_TYPES:
         own = f"{refs} OR {ESCAPED}"
     else:
@@ -149,9 +150,8 @@ def _scan(con: duckdb.DuckDBPyConnection, sources: Sources, ids: Sequence[str], 
     refs, ref_params = _any_match("json", [rf'Patient\\?/(?:{a})["/\\]' for a in alternations], "ref")
     in_ref, in_ref_params = _any_match("ref", [f"(?:^|/)(?:{a})(?:/|$)" for a in alternations], "inref")
     patients, patient_params = _any_match("json", [f'"(?:{a})"' for a in alternations], "patient")
-    params: dict[str, Any] = {**ref_params, **patient_params, **in_ref_params}
-    if only is not None:
-        params.update(only[1])
+    # every parameter named is used: the first looks all hold `refs` and `patients` (`_any_type`)
+    params: dict[str, Any] = {**in_ref_params, **(only[1] if only is not None else {**ref_params, **patient_params})}
     reads = []
     for k, (lead, was_narrowed, files) in enumerate(_groups(sources, narrowed)):
         look = only[0] if only is not None else first_look(lead, was_narrowed, patients, refs)
@@ -160,9 +160,7 @@ def _scan(con: duckdb.DuckDBPyConnection, sources: Sources, ids: Sequence[str], 
                      f"compression = 'auto_detect', maximum_object_size = {MAX_OBJECT_BYTES}) WHERE {look}")
     kept = ", ".join(f"'{t}'" for t in KEPT_TYPES)
     orphans = ", ".join(f"'{t}'" for t in ORPHAN_TYPES)
-    con.execute("CREATE OR REPLACE TEMP TABLE candidates (id VARCHAR)")
-    if ids:
-        con.executemany("INSERT INTO candidates VALUES (?)", [(i,) for i in ids])
+    con.execute("CREATE OR REPLACE TEMP TABLE candidates AS SELECT unnest($ids::VARCHAR[]) AS id", {"ids": list(ids)})
     union = " UNION ALL ".join(reads)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hits AS
@@ -177,7 +175,7 @@ def _scan(con: duckdb.DuckDBPyConnection, sources: Sources, ids: Sequence[str], 
                                                       '$.patient.reference']) AS f
                     FROM ({union}))))
         WHERE stray OR mine
-    """, {k: v for k, v in params.items() if f"${k}" in union or f"${k}" in in_ref})
+    """, params)
     if only is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {STRAYS} AS SELECT json, type FROM hits WHERE stray")
     rows: list[Row] = con.execute("SELECT json, type, id, ref FROM hits WHERE mine").fetchall()

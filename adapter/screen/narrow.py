@@ -185,9 +185,9 @@ def coded_patients(refs: Iterable[str]) -> tuple[set[str], int]:
     return coded, not_relative
 
 
-def narrow(con: duckdb.DuckDBPyConnection, trial: Trial) -> Narrowed:
-    """The candidates among what `scan` holds: the Patients with a cohort diagnosis code."""
-    coded, not_relative = coded_patients(_coded_refs(con, cohort_codes(trial)))
+def narrow(con: duckdb.DuckDBPyConnection, codes: CohortCodes) -> Narrowed:
+    """The candidates among what `scan` holds: the Patients with a cohort diagnosis code (`codes`)."""
+    coded, not_relative = coded_patients(_coded_refs(con, codes))
     present = {i for (i,) in con.execute(
         f"SELECT DISTINCT id FROM {SCAN} WHERE type = 'Patient' AND list_contains($coded, id)",
         {"coded": sorted(coded)}).fetchall()} if coded else set()
