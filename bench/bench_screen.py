@@ -5,8 +5,10 @@ naive path (regroup each patient's resources in Python, evaluate each one); with
 DuckDB scan that only reads every resource of the same files). Everything is measured in this one run and
 printed as ratios; each measurement runs in a fresh child process (its time excludes interpreter start-up
 and imports, and loading the trial and unit registry — once per process whatever the data: reported apart),
-and peak RSS is the child's own (VmHWM) and its workers'. The screen and both floors run --repeat times,
+and peak RSS is the child's own (VmHWM) and its workers'. The screen and the floors run --repeat times,
 interleaved, and the fastest run of each is reported: on a shared machine one run's ratio moved by ±0.3x.
+The goals' floors are count(*) scans (each line parsed, nothing handed on); two more hand each line's text,
+or the three typed columns, to the query — what any scan that looks at a line pays — for reference.
 
 The naive path takes about 3 ms a patient: at 10^5 it evaluates a deterministic sample (--naive-sample,
 every k-th patient) and scales that part to the population (said so in the output); at 10^4 every patient.
@@ -96,17 +98,26 @@ def _files(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))
 
 
-def child_floor(folder: Path, typed: bool) -> dict[str, Any]:
-    """Every resource read by DuckDB and nothing done with it: each line as its JSON object (the scan the
-    gathering pass is), or typed with the three columns any attribution reads."""
+_TYPED = ("read_ndjson($files, columns = {'resourceType': 'VARCHAR', 'id': 'VARCHAR', "
+          "'subject': 'STRUCT(reference VARCHAR)'}, format = 'newline_delimited')")
+#: The floors: bare DuckDB scans of the same files. `floor` and `typed-floor` are the goals' (count(*):
+#: every line parsed, nothing handed on); `text-floor` and `columns-floor` hand each line's text, or the
+#: three typed columns, to the query — what any scan that looks at a line pays at least (for reference).
+FLOORS = {
+    "floor": "SELECT count(*) FROM read_ndjson_objects($files)",
+    "typed-floor": f"SELECT count(*) FROM {_TYPED}",
+    "text-floor": "SELECT count(*), sum(length(json)) FROM read_ndjson_objects($files)",
+    "columns-floor": f"SELECT count(*), count(resourceType), count(id), count(subject.reference) FROM {_TYPED}",
+}
+
+
+def child_floor(folder: Path, kind: str) -> dict[str, Any]:
+    """Every resource read by DuckDB and nothing done with it (FLOORS[kind])."""
     from adapter.screen.db import open_db
 
-    scan = ("read_ndjson($files, columns = {'resourceType': 'VARCHAR', 'id': 'VARCHAR', "
-            "'subject': 'STRUCT(reference VARCHAR)'}, format = 'newline_delimited')" if typed
-            else "read_ndjson_objects($files)")
     with open_db() as con:
         started = time.perf_counter()
-        row = con.execute(f"SELECT count(*) FROM {scan}", {"files": _files(folder)}).fetchone()
+        row = con.execute(FLOORS[kind], {"files": _files(folder)}).fetchone()
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "resources": row[0] if row else 0, **_peak_mib()}
 
@@ -192,16 +203,17 @@ def measure(size: int, base: Path, naive_sample: int, spark: bool, repeat: int) 
     mb = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     out = base / f"worklist-{size}"
     run_child("floor", str(folder))  # first: the page cache holds the files for every pass after
-    floors, typeds, screens = [], [], []
-    for _ in range(repeat):  # interleaved, the fastest of each: a neighbour's load spreads over all three
-        floors.append(run_child("floor", str(folder)))
-        typeds.append(run_child("typed-floor", str(folder)))
-        screens.append(run_child("screen", str(folder), str(out)))
-    floor, typed, screen = (min(runs, key=lambda r: r["seconds"]) for runs in (floors, typeds, screens))
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _ in range(repeat):  # interleaved, the fastest of each: a neighbour's load spreads over all of them
+        for kind in FLOORS:
+            runs[kind].append(run_child(kind, str(folder)))
+        runs["screen"].append(run_child("screen", str(folder), str(out)))
+    fastest = {kind: min(found, key=lambda r: r["seconds"]) for kind, found in runs.items()}
+    floor, typed, screen = fastest["floor"], fastest["typed-floor"], fastest["screen"]
     sample = 0 if size <= naive_sample else naive_sample
     naive = run_child("naive", str(folder), str(sample))
     result = {"size": size, "mb": mb, "floor": floor, "typed": typed, "screen": screen, "naive": naive,
-              "repeat": repeat}
+              "text": fastest["text-floor"], "columns": fastest["columns-floor"], "repeat": repeat}
     if spark:
         on_spark = run_child("spark", str(folder), str(base / f"worklist-spark-{size}"), SPARK_MASTER)
         on_spark["same"] = same_files(out, base / f"worklist-spark-{size}")
@@ -227,6 +239,11 @@ def report(m: dict[str, Any]) -> None:
     print(f"  I/O floor, typed (resourceType, id, subject) {typed['seconds']:6.2f} s  "
           f"{size / typed['seconds']:9,.0f} patients/s  -> screen / typed floor = "
           f"{screen['seconds'] / typed['seconds']:.2f}x")
+    text, columns = m["text"], m["columns"]
+    print(f"    (both count(*): each line parsed, nothing handed on. Handed on, for reference: each line's text "
+          f"{text['seconds']:.2f} s = {text['seconds'] / floor['seconds']:.2f}x the floor, the three typed "
+          f"columns {columns['seconds']:.2f} s = {columns['seconds'] / typed['seconds']:.2f}x the typed floor; "
+          f"screen / text = {screen['seconds'] / text['seconds']:.2f}x)")
     how = ("every patient" if naive["evaluated"] == naive["patients"] else
            f"{naive['evaluated']:,} of {naive['patients']:,} patients evaluated, scaled")
     print(f"  naive (regroup in Python, evaluate each)  {naive['seconds']:6.1f} s  "
@@ -273,9 +290,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = {"screen": lambda: child_screen(Path(rest[0]), Path(rest[1])),
-                  "floor": lambda: child_floor(Path(rest[0]), typed=False),
-                  "typed-floor": lambda: child_floor(Path(rest[0]), typed=True),
+        children = {kind: (lambda kind=kind: child_floor(Path(rest[0]), kind)) for kind in FLOORS}
+        result = {**children, "screen": lambda: child_screen(Path(rest[0]), Path(rest[1])),
                   "naive": lambda: child_naive(Path(rest[0]), int(rest[1])),
                   "spark": lambda: child_spark(Path(rest[0]), Path(rest[1]), rest[2])}[kind]()
         print(json.dumps(result))
