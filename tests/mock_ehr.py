@@ -18,8 +18,8 @@ What it is, as an EHR would be (SMART App Launch 2.x, EHR launch):
 
 Knobs (`MockEhrConfig`) make it misbehave for the negative paths: no or `plain` PKCE, scopes dropped from
 the grant, no patient in the token response, a failing Patient read, an id_token with a bad signature, for
-another audience, expired, or none; `open_reads` lets requests without a token through (the CDS Hooks
-sandbox reads an open FHIR server).
+another audience, expired, or none; search parameters ignored, pages of a few entries (a server without
+them); `open_reads` lets requests without a token through (the CDS Hooks sandbox reads an open FHIR server).
 
 Run by hand for the sandbox check (docs/review-app.md):
     python -m tests.mock_ehr --upstream http://127.0.0.1:8090/fhir --port 8095 \\
@@ -91,6 +91,8 @@ class MockEhrConfig:
     id_token: IdTokenMode = "valid"  # what the token response carries when `openid` was asked for
     fhir_user: str = CLINICIAN  # relative: sent absolute on the FHIR base, as Epic does
     list_jwks: bool = True  # False: jwks_uri only in the issuer's openid-configuration
+    ignored_search_params: set[str] = field(default_factory=set)  # dropped from searches (a server without them)
+    page_size: int | None = None  # set: searches are answered this many entries a page (`_count` replaced)
 
 
 @dataclass
@@ -340,9 +342,12 @@ class MockEhr:
     async def _forward(self, request: Request, path: str, body: bytes | None) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
         url = f"{self.upstream}/{path}"
+        params = [(k, v) for k, v in request.query_params.multi_items()
+                  if k not in self.config.ignored_search_params]
+        if self.config.page_size is not None and request.method == "GET" and "/" not in path.strip("/"):
+            params = [(k, v) for k, v in params if k != "_count"] + [("_count", str(self.config.page_size))]
         async with httpx.AsyncClient(timeout=30.0, trust_env=False) as http:
-            upstream = await http.request(request.method, url, params=request.query_params, content=body,
-                                          headers=headers)
+            upstream = await http.request(request.method, url, params=params, content=body, headers=headers)
         data = upstream.content.replace(self.upstream.encode(), self.fhir_base.encode())
         out = {"Content-Type": upstream.headers.get("content-type", "application/fhir+json")}
         if "location" in upstream.headers:

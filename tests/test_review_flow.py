@@ -610,3 +610,33 @@ def test_static_stylesheet_is_served(service: ServiceServer, browser: httpx.Clie
     response = browser.get(f"{service.base_url}/review/static/review.css")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
     assert re.search(r":focus-visible\s*\{[^}]*outline", response.text)
+
+
+def test_an_open_referral_on_a_later_page_is_found_when_the_ehr_ignores_the_identifier(
+        service: ServiceServer, ehr: MockEhr, knobs: MockEhrConfig, fhir_server: FhirTestServer,
+        patients: dict[str, str], browser: httpx.Client) -> None:
+    """A server without the `identifier` search parameter answers with all the patient's open
+    ServiceRequests, a page at a time: the referral is on the last page, and is still found — no second
+    referral."""
+    pid = patients[ELIGIBLE]
+    delete_drafts(fhir_server, pid)
+    for k in range(3):  # the patient's other open orders, older than the referral: listed before it
+        other = {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                 "subject": {"reference": f"Patient/{pid}"}, "code": {"text": f"physiotherapy {k}"},
+                 "identifier": [{"system": "urn:example:orders", "value": f"order-{pid}-{k}"}]}
+        made = httpx.post(f"{fhir_server.base_url}/ServiceRequest", json=other, trust_env=False, timeout=30.0)
+        assert made.status_code == 201, made.text
+    page = open_app(browser, service, ehr, pid)
+    assert browser.post(f"{service.base_url}/review/referral", data={"csrf": next(iter(page.csrf))}).status_code == 303
+    (first,) = open_referrals(fhir_server, pid)
+
+    knobs.ignored_search_params = {"identifier"}
+    knobs.page_size = 1
+    searches = len([s for s in ehr.seen if s.method == "GET" and s.path == "/fhir/ServiceRequest"])
+    page = open_app(browser, service, ehr, pid)
+    assert f"A referral draft already exists in the EHR: ServiceRequest/{first['id']}" in page.text
+    assert "Create referral" not in page.text and page.drafts == {}
+    assert [r["id"] for r in open_referrals(fhir_server, pid)] == [first["id"]]
+    pages = len([s for s in ehr.seen if s.method == "GET" and s.path == "/fhir/ServiceRequest"]) - searches
+    assert pages == 4  # three other orders and the referral, one a page: every page read
+    delete_drafts(fhir_server, pid)

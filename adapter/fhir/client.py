@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -281,29 +282,22 @@ def next_link(bundle: Any) -> str | None:
     return None
 
 
-async def collect_pages(client: SessionClient | None, page: Any, label: str, first_fetched: bool = False,
-                        since: str | None = None, floor_type: str = "Observation") -> list[Entry]:
-    """Entries of a search result and of every page after it (bounded, no repeats, same server).
-
-    Pages fetched from the server are held to the client's entries-per-page limit (`first_fetched`: the
-    first page came from the server too, not from the hook's prefetch). `since`, `floor_type`: see
-    `bundle_entries`.
-    """
-    entries: list[Entry] = []
+async def pages(client: SessionClient | None, page: Any, label: str, first_fetched: bool = False
+                ) -> AsyncIterator[Any]:
+    """A search result's first page and every page after it: bounded (MAX_PAGES), no next link followed
+    twice, none off the server. Pages fetched from the server are held to the client's entries-per-page
+    limit (`first_fetched`: the first page came from the server too, not from the hook's prefetch)."""
     seen: set[str] = set()
     fetched = first_fetched
-    for pages in range(1, MAX_PAGES + 1):
+    for number in range(1, MAX_PAGES + 1):
         if not is_bundle(page):
             raise FhirServerError(f"the {label} search did not come back as a Bundle")
         if fetched and client is not None:
             _check_page_size(page, label, client.max_entries_per_page)
-        try:
-            entries.extend(bundle_entries(page, since, floor_type)[1])
-        except InputError as exc:  # the page, not the hook's request, is malformed
-            raise FhirServerError(f"the {label} search came back as a malformed Bundle ({exc})") from None
+        yield page
         nxt = next_link(page)
         if nxt is None:
-            return entries
+            return
         if client is None:
             raise FhirServerError(f"the {label} results are paged and there is no FHIR server to page through")
         try:
@@ -314,12 +308,25 @@ async def collect_pages(client: SessionClient | None, page: Any, label: str, fir
             raise FhirServerError(f"the FHIR server repeated a next link in the {label} search")
         if not same_server(nxt, client.url):
             raise FhirServerError(f"the next link of the {label} search leaves the FHIR server")
-        if pages == MAX_PAGES:  # before fetching a page that would not be read
+        if number == MAX_PAGES:  # before fetching a page that would not be read
             break
         seen.add(nxt)
         page = await client.get_json(nxt)
         fetched = True
     raise FhirServerError(f"the {label} search has more than {MAX_PAGES} pages")
+
+
+async def collect_pages(client: SessionClient | None, page: Any, label: str, first_fetched: bool = False,
+                        since: str | None = None, floor_type: str = "Observation") -> list[Entry]:
+    """Entries of a search result and of every page after it (`pages`). `since`, `floor_type`: see
+    `bundle_entries`."""
+    entries: list[Entry] = []
+    async for each in pages(client, page, label, first_fetched):
+        try:
+            entries.extend(bundle_entries(each, since, floor_type)[1])
+        except InputError as exc:  # the page, not the hook's request, is malformed
+            raise FhirServerError(f"the {label} search came back as a malformed Bundle ({exc})") from None
+    return entries
 
 
 def _check_page_size(page: Any, label: str, limit: int) -> None:

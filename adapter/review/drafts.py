@@ -22,9 +22,9 @@ import orjson
 
 from ..criteria.model import EligibilityReport
 from ..errors import FhirServerError, InputError
-from ..fhir.client import FHIR_ID, SessionClient
+from ..fhir.client import FHIR_ID, SessionClient, pages
 from ..fhir.elements import concept_text
-from ..fhir.wire import is_bundle, is_lazy, load_json
+from ..fhir.wire import is_lazy, load_json
 from ..report.card import card
 from ..report.referral import StudyTeam
 from ..report.text import plain
@@ -84,13 +84,13 @@ async def find_open(client: SessionClient, patient: str, draft: Draft) -> list[E
     token = identifier_query(draft)
     if token is None:
         return []
-    try:  # one page: a server that honours `identifier` and `subject` (token search) has one or two
-        bundle = await client.get_json("ServiceRequest", {"subject": f"Patient/{patient}", "identifier": token,
-                                                          "status": OPEN_STATUSES, "_count": "50"})
-        if not is_bundle(bundle):
-            raise FhirServerError("the ServiceRequest search did not come back as a Bundle")
-        entries = [load_json(e.resource) if e.resource is not None else None for e in bundle.entry or ()] \
-            if is_lazy(bundle) else [e.get("resource") for e in bundle.get("entry") or () if isinstance(e, dict)]
+    entries: list[Any] = []
+    try:  # every page: a server that ignores `identifier` (or `subject`) sends all its ServiceRequests
+        first = await client.get_json("ServiceRequest", {"subject": f"Patient/{patient}", "identifier": token,
+                                                         "status": OPEN_STATUSES, "_count": "50"})
+        async for bundle in pages(client, first, "ServiceRequest", first_fetched=True):
+            entries += [load_json(e.resource) if e.resource is not None else None for e in bundle.entry or ()] \
+                if is_lazy(bundle) else [e.get("resource") for e in bundle.get("entry") or () if isinstance(e, dict)]
     except (FhirServerError, InputError) as exc:
         raise ReviewError(502, "The EHR could not be asked for an existing referral",
                           f"Searching its ServiceRequests failed: {plain(str(exc))}. No referral was created, so "
