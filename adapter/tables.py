@@ -325,6 +325,8 @@ class AnswerTable:
     tumor_method: dict[Coding, str]
     m1_prefixes: tuple[str, ...]
     stage_iv_codes: frozenset[str]
+    m1_codings: frozenset[Coding]
+    stage_iv_codings: frozenset[Coding]
 
 
 @cache
@@ -349,6 +351,8 @@ def answers() -> AnswerTable:
         tumor_method=tumor_method,
         m1_prefixes=tuple(data["m1-prefixes"]),
         stage_iv_codes=frozenset(str(c) for c in data["stage-iv-codes"]),
+        m1_codings=codings(data["m1-snomed"]),
+        stage_iv_codings=codings(data["stage-iv-snomed"]),
     )
 
 

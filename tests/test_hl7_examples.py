@@ -439,6 +439,39 @@ def test_jennys_tumor_size_measured_as_a_lesion_is_judged_by_its_method(
     check(report, None, "asps", {"measurable-disease": (status, why)})
 
 
+def _restage(bundle: Bundle, rid: str, code: str, display: str) -> None:
+    """Her real staging Observation (mCODE 4.0: SNOMED CT code and value) with another SNOMED CT value."""
+    find(bundle, rid)["valueCodeableConcept"] = {"coding": [{"system": SNOMED, "code": code, "display": display}]}
+
+
+@pytest.mark.parametrize(("rid", "value", "why"), [
+    ("tnm-clinical-distant-metastases-category-jenny-m", ("1229903009", "AJCC cM1 (qualifier value)"),
+     "her clinical M category (SNOMED 399387003) is cM1"),
+    ("tnm-clinical-distant-metastases-category-jenny-m", ("1229910003", "AJCC cM1c (qualifier value)"),
+     "cM1c is a distant metastasis category"),
+    ("tnm-clinical-stage-group-jenny-m", ("1222837003", "AJCC stage IV (qualifier value)"),
+     "her clinical stage group (SNOMED 399537006) is stage IV"),
+], ids=["cM1", "cM1c", "stage-IV"])
+def test_jennys_snomed_coded_staging_showing_metastatic_disease_makes_it_advanced(
+        rid: str, value: tuple[str, str], why: str) -> None:
+    """mCODE 4.0 codes TNM staging with SNOMED CT, Observation.code and value alike: her real staging
+    Observations, restaged, are read as the LOINC/AJCC-coded ones are."""
+    bundle: Bundle = read(JENNY)
+    recode_primary(find(bundle, JENNY_PRIMARY), ASPS)
+    _restage(bundle, rid, *value)
+    report = evaluate(into_window(bundle))
+    check(report, None, "asps", {"advanced-disease": ("met", why)})
+    assert f"Observation/{rid}" in report.criterion("advanced-disease").evidence
+
+
+def test_jennys_staging_as_shipped_cm0_and_stage_iib_does_not_make_it_advanced() -> None:
+    """Read, and not metastatic: cM0 (1229901006) and stage IIB (1222769001) leave unresectability to a person."""
+    bundle: Bundle = read(JENNY)
+    recode_primary(find(bundle, JENNY_PRIMARY), ASPS)
+    result = evaluate(into_window(bundle)).criterion("advanced-disease")
+    assert result.status == "unknown" and "unresectable" in (result.note or "")
+
+
 def test_jenny_on_her_own_timeline_is_judged_with_what_was_known_then() -> None:
     """Her real dates, evaluated a week after her neutrophil count (2018-05-27): her ECOG (2018-04-12) is
     45 days old, and the worsening after her checkpoint inhibitor (2018-11-01) has not happened yet."""

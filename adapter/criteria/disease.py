@@ -57,13 +57,12 @@ def diagnosis(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResu
 
 
 def _metastatic_observation(m: Measurement) -> bool:
+    """A TNM M category or stage group (an input the criterion lists) whose value means metastatic disease:
+    an AJCC code (M1… by prefix, stage IV exactly) or mCODE 4.0's SNOMED CT qualifier value for them."""
     table = answers()
-    for _, code in m.concepts:
-        if m.input == "tnm-distant-metastasis" and code.startswith(table.m1_prefixes):
-            return True
-        if m.input == "stage-group" and code.upper() in table.stage_iv_codes:
-            return True
-    return False
+    coded = table.m1_codings | table.stage_iv_codings
+    return any((system, code) in coded or code.startswith(table.m1_prefixes) or code.upper() in table.stage_iv_codes
+               for system, code in m.concepts)
 
 
 def advanced_disease(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:

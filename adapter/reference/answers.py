@@ -91,5 +91,7 @@ def document(trials: list[tuple[str, Trial]]) -> str:
                "TNM distant metastasis values starting with one of these mean M1 (metastatic): "
                + ", ".join(md.code(m, False) for m in table.m1_prefixes) + "; stage groups meaning stage IV: "
                + ", ".join(md.code(s, False) for s in sorted(table.stage_iv_codes)) + ". Source: the comment above "
-               "them in mappings/answers.yaml (the lists carry none)."]
+               "them in mappings/answers.yaml (the lists carry none). mCODE 4.0's SNOMED CT values for the same:", "",
+               *md.table(header, [lookup.row(c, "M1") for c in sorted(table.m1_codings)]
+                         + [lookup.row(c, "stage IV") for c in sorted(table.stage_iv_codings)])]
     return md.document("Coded answers", ecog, status, presence, feeding, disease, methods, staging)
