@@ -22,7 +22,8 @@ from adapter.synth import fhir
 from tests.helpers import AS_OF, ICD10, ICDO3, SNOMED, SUBJECT, asps, days_ago, evaluate, lab
 
 SECONDARY_PROFILE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"
-MCODE = Path("/tmp/npm/mcode/package")  # hl7.fhir.us.mcode@4.0.0, when unpacked on this machine
+# hl7.fhir.us.mcode@4.0.0 files, vendored unchanged (tests/fixtures/hl7/README.md: package path and checksum)
+MCODE = Path(__file__).parent / "fixtures" / "hl7"
 
 
 def condition(cid: str, system: str, code: str, display: str = "", **fields: Any) -> dict[str, Any]:
@@ -245,10 +246,7 @@ def test_a_generic_secondary_cancer_with_a_liver_body_site_is_a_liver_metastasis
 
 
 def test_the_metastasis_set_holds_every_icd10cm_code_of_the_mcode_value_set() -> None:
-    path = MCODE / "ValueSet-mcode-secondary-cancer-disorder-vs.json"
-    if not path.exists():
-        pytest.skip("mCODE 4.0.0 package not unpacked at /tmp/npm/mcode")
-    vs = json.loads(path.read_text())
+    vs = json.loads((MCODE / "mcode-ValueSet-mcode-secondary-cancer-disorder-vs.json").read_text())
     metastasis = tables.conditions().sets["metastasis"]
     codes = [(inc["system"], c["code"]) for inc in vs["compose"]["include"] for c in inc.get("concept", ())]
     assert len(codes) > 60
@@ -310,10 +308,7 @@ def ours(resource: dict[str, Any], **changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("resource", "name"), [(JENNY_M_PRIMARY, "Condition-primary-cancer-condition-jenny-m.json"),
                                                 (BRAIN_METS, "Condition-secondary-cancer-condition-brain-mets.json")])
 def test_the_inline_mcode_examples_are_faithful_copies(resource: dict[str, Any], name: str) -> None:
-    path = MCODE / "example" / name
-    if not path.exists():
-        pytest.skip("mCODE 4.0.0 package not unpacked at /tmp/npm/mcode")
-    published = json.loads(path.read_text())
+    published = json.loads((MCODE / f"mcode-{name}").read_text())
     published.pop("text", None)
     assert published == resource
 
