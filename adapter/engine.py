@@ -6,6 +6,9 @@ from datetime import date
 from functools import cache
 
 import orjson
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
+from fhir.resources.R4B.patient import Patient
 
 from .criteria.evaluate import evaluate
 from .criteria.model import EligibilityReport
@@ -13,9 +16,12 @@ from .fhir.bundle import record_from_bytes
 from .fhir.record import PatientRecord
 from .fhir.wanted import Wanted
 from .mapping.facts import build_facts
+from .mapping.validation import load_element_models
 from .tables import observations
 from .trials import Trial, load_trial
 
+# the R4B models resources are validated with (fhir/record.py, mapping/values.py, mapping/conditions.py)
+VALIDATED_MODELS = (Patient, Observation, ObservationReferenceRange, Condition)
 # Days beyond the longest window that are still read, so a stale value can be shown with its date.
 STALE_MARGIN_DAYS = 2
 
@@ -54,7 +60,9 @@ def evaluate_record(record: PatientRecord, as_of: date, trial_name: str = "axiom
 def warm_up(trial_name: str = "axiom") -> None:
     """Load what the first evaluations would load lazily: code tables, the unit registry and the units
     seen in real feeds, the FHIR model classes of the elements read — by evaluating the synthetic
-    scenario charts (adapter/synth: the test fixtures' shapes and unit spellings). A service then answers
+    scenario charts (adapter/synth: the test fixtures' shapes and unit spellings), and every element
+    model the validated resources can hold (the scenarios do not hold them all: a real chart's first
+    `meta` imported its model mid-evaluation). A service then answers
     its first hook warm, and screen workers forked after this start warm: each would pay it again. Once
     per trial and process, however it is named (`warm_up()` and `warm_up("axiom")` are one call; a
     failure is not remembered: the next call tries again)."""
@@ -65,6 +73,7 @@ def warm_up(trial_name: str = "axiom") -> None:
 def _warm_up(trial_name: str) -> None:
     from .synth.generator import scenario_cases  # noqa: PLC0415 (only long-lived processes warm up)
 
+    load_element_models(*VALIDATED_MODELS)
     today = date.today()
     for case in scenario_cases(today):
         evaluate_bundle(orjson.dumps(case.bundle), today, trial_name)

@@ -430,6 +430,36 @@ def test_odd_shapes_are_read_and_charts_the_engine_refuses_are_not_given_a_verdi
     assert "Patient/bad-birth" in page and "Not evaluated" in page
 
 
+def test_a_candidates_patient_is_found_however_its_line_is_written(tmp_path: Path) -> None:
+    """An export writes `{"resourceType":"Patient","id":"…"`, and the id is read right there; a Patient
+    line written otherwise (keys in another order, spaces, an escaped id) is searched whole. Either way only
+    the candidate's own Patient joins her chart: not one whose identifier is her id, nor one whose id
+    begins with hers."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    ids = ("p1", "p2", "p3", "p4", "p5")
+    first = orjson.dumps(fhir.patient("p1", "1988-04-05", "female", "Export"))
+    reordered = orjson.dumps({"id": "p2", **fhir.patient("p2", "1988-04-05", "female", "Reordered")})
+    spaced = orjson.dumps(fhir.patient("p3", "1988-04-05", "female", "Spaced")).replace(b'":"', b'": "')
+    escaped = orjson.dumps(fhir.patient("p4", "1988-04-05", "female", "Escaped")).replace(b'"p4"', b'"p\\u0034"')
+    meta_first = orjson.dumps({"resourceType": "Patient", "meta": {"versionId": "3"},
+                               **fhir.patient("p5", "1988-04-05", "female", "MetaFirst")})
+    namesake = {**fhir.patient("p10", "1970-01-01", "male", "Namesake"), "identifier": [{"value": "p1"}]}
+    patients = [first, reordered, spaced, escaped, meta_first, orjson.dumps(namesake)]
+    assert not any(line.startswith(b'{"resourceType":"Patient","id":"') for line in (reordered, spaced))
+    (folder / "Patient.ndjson").write_bytes(b"".join(line + b"\n" for line in patients))
+    asps = [fhir.condition(f"c-{p}", f"Patient/{p}", ICDO3, "9581/3", "Alveolar soft part sarcoma") for p in ids]
+    (folder / "Condition.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in asps))
+    doc = run(folder, tmp_path / "out")
+    assert_same_verdicts(folder, doc)
+    rows = {r["patient"]: r for r in doc["patients"]}
+    assert set(rows) == {f"Patient/{p}" for p in ids}, "each candidate found by her Patient, however written"
+    assert all(r["cohort"] == "asps" for r in rows.values())
+    assert doc["unreadable"] == [] and doc["screened"] == 6, "a second Patient in a chart makes it unreadable"
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Namesake" not in page and all(n in page for n in ("Export", "Reordered", "Spaced", "Escaped", "MetaFirst"))
+
+
 def _cli(*args: str) -> Any:
     return runner.invoke(app, ["screen", *args], catch_exceptions=False)
 

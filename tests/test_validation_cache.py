@@ -1,4 +1,5 @@
-"""Validating recurring elements once (adapter/mapping/validation.py) gives the model's own outcome and errors."""
+"""Validating recurring elements once (adapter/mapping/validation.py) gives the model's own outcome and errors;
+warming up loads every element model a resource can hold."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
+from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
 from adapter.fhir.record import first_error
 from adapter.mapping.conditions import _SHARED
-from adapter.mapping.validation import first_problem, validate
+from adapter.mapping.validation import first_problem, load_element_models, validate
 from adapter.mapping.values import SHARED_ELEMENTS
 
 LOINC = "http://loinc.org"
@@ -92,3 +94,12 @@ def test_a_reference_range_outcome_is_the_models_reason_each_time() -> None:
     for _ in range(2):
         assert first_problem(ObservationReferenceRange, good, first_error) is None
         assert first_problem(ObservationReferenceRange, bad, first_error) == first_error(caught.value)
+
+
+def test_warming_up_loads_the_model_of_every_element_a_real_patient_holds() -> None:
+    # mCODE's and US Core's Patients carry meta, extension (race, ethnicity), identifier, name, telecom,
+    # address, communication: each element's model class is imported when first met unless warmed up
+    names = {model.__name__ for model in load_element_models(Patient)}
+    assert {"Meta", "Extension", "Identifier", "HumanName", "ContactPoint", "Address", "CodeableConcept",
+            "PatientCommunication", "Narrative", "Reference"} <= names
+    assert "Patient" not in names  # only what a Patient holds (a reference names a type, it holds no resource)

@@ -13,6 +13,7 @@ given, so the error (and the reason shown to a user) is exactly what the model s
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from functools import cache
 from typing import Any, Union, get_args, get_origin
 
@@ -37,6 +38,33 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     if len(cache) >= MAX_CACHED:
         cache.clear()
     cache[key] = value
+
+
+def _field_types(annotation: Any) -> Iterator[Any]:
+    args = get_args(annotation)
+    if not args:
+        yield annotation
+    for arg in args:
+        yield from _field_types(arg)
+
+
+def load_element_models(*models: type[Any]) -> frozenset[type[Any]]:
+    """Import the model class of every element type these models can hold, and theirs (49 classes for
+    Patient, Observation and Condition), and return them. fhir.resources imports each the first time a
+    resource holds that element — 12 ms for a first `meta`, paid in a hook or by each screen worker —
+    so a long-lived process loads them when it warms up."""
+    seen: set[type[Any]] = set()
+    todo = list(models)
+    while todo:
+        model = todo.pop()
+        for field in model.model_fields.values():
+            for kind in _field_types(field.annotation):
+                if hasattr(kind, "get_model_klass"):
+                    element = kind.get_model_klass()
+                    if element not in seen:
+                        seen.add(element)
+                        todo.append(element)
+    return frozenset(seen)
 
 
 @cache

@@ -6,9 +6,10 @@ parsed only when its text may concern a candidate (`first_look`). A line that st
 type (`{"resourceType":"Observation"…`, as an export writes every line) is of that type, so only that type's
 tests run: `Patient/<candidate id>` (one DFA regular expression over the ids) or a `\\u` escape (it could
 spell anything) for the engine's types, plus no `Patient/` at all for an Observation or Medication (a result
-or Medication without a subject); a candidate's id or any escape for a narrowed Patient; every Patient and
-Condition of a file the narrowing did not read; nothing for a type the engine never reads (an Encounter). A
-line that starts otherwise gets the type-blind tests. It is kept only when exact: a candidate's Patient; a
+or Medication without a subject); a candidate's id (read right after `"id":` where an export's Patient
+line puts it) or any escape for a narrowed Patient; every Patient and Condition of a file the narrowing did
+not read; nothing for a type the engine never reads (an Encounter). A line that starts otherwise gets the
+type-blind tests. It is kept only when exact: a candidate's Patient; a
 resource whose `subject` (else `patient`) reference is a candidate's (`reference_key`, as the engine
 attributes it) and whose type the engine reads (fhir.record.KEPT_TYPES); an Observation or Medication
 without any, kept aside (a candidate's report, panel or order may point at it: FHIR then gives it that
@@ -51,6 +52,7 @@ ESCAPED = f"CASE WHEN {BACKSLASH} THEN contains(json, '{ESCAPE}') ELSE false END
 NO_PATIENT = "NOT contains(json, 'Patient/')"  # a result or Medication without a subject (or with another's)
 TYPE_FIRST = '{"resourceType":"'  # how an export's line starts: its type is then read from its first characters
 TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")  # a lead type that may be written into SQL (else: any type)
+PATIENT_FIRST = TYPE_FIRST + 'Patient","id":"'  # how an export's Patient line starts: its id follows
 STRAYS = "strays"  # temporary table: Patients and Conditions of files the narrowing did not read
 
 Row = tuple[str, str | None, str | None, str | None]  # line, type, id, subject-else-patient reference
@@ -84,6 +86,18 @@ def _any_match(column: str, patterns: list[str], name: str) -> tuple[str, dict[s
     """`(regexp_matches(column, $name0) OR …)`, with the parameters."""
     params = {f"{name}{k}": p for k, p in enumerate(patterns)}
     return "(" + (" OR ".join(f"regexp_matches({column}, ${key})" for key in params) or "false") + ")", params
+
+
+def _patient_is_candidate(alternations: list[str]) -> tuple[str, dict[str, str]]:
+    """The test that a Patient line may be a candidate's (its backslash test apart). A line that starts
+    `{"resourceType":"Patient","id":"` (as an export writes a Patient) has its id right there: read by an
+    anchored expression, which stops after it; the first `id` is the one the gathering extracts (a key
+    twice stops the screen anyway). Any other line has a candidate's id as a string anywhere (a search
+    that visits every character: twice the time)."""
+    first, first_params = _any_match("json", [f"^{re.escape(PATIENT_FIRST)}(?:{a})\"" for a in alternations], "pfirst")
+    anywhere, anywhere_params = _any_match("json", [f'"(?:{a})"' for a in alternations], "patient")
+    return (f"CASE WHEN starts_with(json, '{PATIENT_FIRST}') THEN {first} ELSE {anywhere} END",
+            {**first_params, **anywhere_params})
 
 
 def _led(column: str, *types: str) -> str:
@@ -149,7 +163,7 @@ def _scan(con: duckdb.DuckDBPyConnection, sources: Sources, ids: Sequence[str], 
     alternations = _alternation(ids)
     refs, ref_params = _any_match("json", [rf'Patient\\?/(?:{a})["/\\]' for a in alternations], "ref")
     in_ref, in_ref_params = _any_match("ref", [f"(?:^|/)(?:{a})(?:/|$)" for a in alternations], "inref")
-    patients, patient_params = _any_match("json", [f'"(?:{a})"' for a in alternations], "patient")
+    patients, patient_params = _patient_is_candidate(alternations)
     # every parameter named is used: the first looks all hold `refs` and `patients` (`_any_type`)
     params: dict[str, Any] = {**in_ref_params, **(only[1] if only is not None else {**ref_params, **patient_params})}
     reads = []
