@@ -186,6 +186,17 @@ def test_a_line_that_is_not_json_stops_the_spark_screen_with_one_line(spark: Any
     assert not (tmp_path / "out" / "worklist.json").exists()
 
 
+def test_a_broken_line_that_names_a_candidate_stops_the_spark_screen(spark: Any, tmp_path: Path) -> None:
+    """Spark parses only the lines that may concern a candidate (and every cut line): a line broken inside,
+    shaped as one object, that names a candidate is parsed, and refused as locally."""
+    src = hostile_source(tmp_path / "src")
+    with (src / "Observation.ndjson").open("wb") as fh:
+        fh.write(b'{"resourceType":"Observation","id":"a","subject":{"reference":"Patient/evil"},"value":,}\n')
+    _one_line_error(_cli(str(src), "--out", str(tmp_path / "out"), "--engine", "spark"), "Observation.ndjson",
+                    "line 1", "not valid JSON")
+    assert not (tmp_path / "out" / "worklist.json").exists()
+
+
 def test_without_pyspark_the_spark_engine_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                  ) -> None:
     monkeypatch.setitem(sys.modules, "pyspark", None)  # `import pyspark` now raises ImportError

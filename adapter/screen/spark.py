@@ -15,9 +15,14 @@ Conditions of the other files (narrowed then; new candidates are gathered in one
 candidate's lines are then grouped by patient and `applyInPandas` runs decide.py's `decide_one` — the one
 engine — on the chart gather.py's `Chart` builds: the same Bundle bytes, the same verdict.
 
+The gathering parses only the lines whose text may concern a candidate (`_first_look`: JSON parsing is
+most of Spark's time); every line of the narrowed Patient and Condition files was parsed by the narrowing.
+
 Differences from the local engine, in what is refused (never in a verdict): a line of a Patient or
 Condition file that repeats a key is not detected (Spark's JSON reader keeps one value), nor text after a
-JSON object on its line. A line that is not JSON stops the screen as locally, named by file and line.
+JSON object on its line; in the other files, a line that is not JSON but is shaped as one object (`{`…`}`)
+and names no candidate is not parsed, so not noticed. A line that is not JSON stops the screen as
+locally, named by file and line, wherever the passes parse it — a line cut short always.
 
 A session made here (none active yet) is Spark's own business: the web UI off; on a `local` master every
 socket on 127.0.0.1 (SPARK_LOCAL_IP, driver host and bind address) and the Python workers this
@@ -37,6 +42,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
+from functools import reduce
+from operator import or_
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +162,12 @@ def _hadoop_path(path: Path) -> str:
     return text
 
 
-def _read(spark: SparkSession, files: Sequence[Path]) -> DataFrame:
-    """Every non-blank line of `files`: its text and the top-level fields the passes read."""
+def _read(spark: SparkSession, files: Sequence[Path], look: Column | None = None) -> DataFrame:
+    """Every non-blank line of `files` (that passes `look`, a test of its text): its text and the top-level
+    fields the passes read."""
     lines = spark.read.text([_hadoop_path(f) for f in files]).where(F.col("value").rlike(r"\S"))
+    if look is not None:
+        lines = lines.where(look)
     parsed = lines.select(F.col("value").alias("json"), F.json_tuple("value", *FIELDS).alias(
         "type", "id", "subject", "patient", "code", "extension", "meta"))
     ref = F.coalesce(F.get_json_object("subject", "$.reference"), F.get_json_object("patient", "$.reference"))
@@ -256,16 +266,41 @@ def _narrow(scan: DataFrame, codes: CohortCodes, sources: Sources) -> Narrowed:
 # --------------------------------------------------------------------------- gathering (gather.py's rules)
 
 
+def _java_literal(text: str) -> str:
+    """`text` matched literally by a Java regular expression (letters and digits as they are)."""
+    return "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in text)
+
+
+def _first_look(ids: Sequence[str], narrowed: bool) -> Column:
+    """What a line's text must have to be parsed at all (gather.py's first look, type-blind): a candidate's
+    reference `Patient/<id>`, a Patient naming a candidate id, any backslash (an escape can spell
+    anything), a result or Medication without `Patient/` (without a subject), a Patient or Condition of a file
+    not narrowed, or not the shape of one JSON object (`{` … `}`: a cut line is parsed, and refused).
+    Parsing is most of Spark's time; every line of the narrowed files was parsed by the narrowing."""
+    value = F.col("value")
+    orphan = ~value.contains("Patient/") & reduce(or_, [value.contains(f'"{t}"') for t in ORPHAN_TYPES])
+    look = value.contains("\\") | orphan | ~value.startswith("{") | ~value.endswith("}")
+    if ids:
+        alternation = "|".join(_java_literal(i) for i in ids)
+        look = look | value.rlike(f'Patient/(?:{alternation})["/]') | (
+            value.contains('Patient"') & value.rlike(f'"(?:{alternation})"'))
+    if not narrowed:
+        look = look | value.contains('"Patient"') | value.contains('"Condition"')
+    return look
+
+
 def _hits(spark: SparkSession, sources: Sources, narrowed: Sequence[Path], ids: Sequence[str]) -> DataFrame:
     """The lines that are the candidates' or may be pointed at (`mine`), the Patients and Conditions of the
     files not in `narrowed` (`stray`), and the lines without a resourceType (checked as JSON)."""
     done = set(narrowed)
     parts = []
     if done:
-        parts.append(_read(spark, [f for f in sources.files if f in done]).withColumn("stray", F.lit(False)))
+        parts.append(_read(spark, [f for f in sources.files if f in done], _first_look(ids, narrowed=True))
+                     .withColumn("stray", F.lit(False)))
     others = [f for f in sources.files if f not in done]
     if others:
-        parts.append(_read(spark, others).withColumn("stray", F.col("type").isin("Patient", "Condition")))
+        parts.append(_read(spark, others, _first_look(ids, narrowed=False))
+                     .withColumn("stray", F.col("type").isin("Patient", "Condition")))
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     wanted = sorted(ids)
     typ, ref = F.col("type"), F.col("ref")
