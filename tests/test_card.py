@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from adapter.cds.app import create_app
 from adapter.criteria.model import EligibilityReport
 from adapter.engine import evaluate_bundle
-from adapter.report.card import SUMMARY_LIMIT, card
+from adapter.report.card import SUMMARY_LIMIT, card, clinical
 from adapter.synth import fhir
 from adapter.trials import load_trial
 from tests.card_validator import assert_valid_response
@@ -229,3 +229,16 @@ def test_a_not_met_row_does_not_restate_its_limit() -> None:
     rows = decisive_rows(card_of("asps-low-platelets-not-eligible")["detail"])
     status, line = rows["platelets"]
     assert status == "not-met" and "needs ≥ 100,000/µL" in line and "below" not in line
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("12400 copies/mL", "12,400 copies/mL"),
+    ("85000/uL", "85,000/µL"),
+    ("platelets 150000 /uL", "platelets 150,000/µL"),
+    # a port or a path segment is not a count: the server named in a note stays the one contacted
+    ("the FHIR server at http://127.0.0.1:18091/fhir did not answer", "the FHIR server at http://127.0.0.1:18091/fhir"
+                                                                       " did not answer"),
+    ("https://fhir.example/r4/12345/Patient", "https://fhir.example/r4/12345/Patient"),
+])
+def test_long_counts_are_grouped_and_urls_left_as_they_are(text: str, shown: str) -> None:
+    assert clinical(text) == shown

@@ -123,6 +123,9 @@ def test_bundle_from_stdin(tmp_path: Path) -> None:
     (orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": "x"}), "not a FHIR Bundle"),
     (orjson.dumps(fhir.bundle([asps()])), "no Patient"),
     (orjson.dumps(fhir.bundle([fhir.patient("a"), fhir.patient("b")])), "2 Patients"),
+    # the same id twice with different birth dates: aged 6 or 34 would be the Bundle's order deciding
+    (orjson.dumps(fhir.bundle([fhir.patient("p1", "2020-01-01"), fhir.patient("p1", "1992-07-07"), asps()])),
+     "two different Patient resources as Patient/p1"),
     (orjson.dumps(fhir.bundle([{"resourceType": "Patient", "id": "p1", "birthDate": "not-a-date"}])),
      "not valid FHIR R4"),
     (b"\xff\xfe garbage", "not JSON"),

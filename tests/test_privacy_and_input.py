@@ -14,7 +14,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from adapter.cds.request import parse_hook_request
 from adapter.cli import app as cli_app
+from adapter.errors import InputError
 from adapter.logs import JsonFormatter
 from adapter.synth import fhir
 from adapter.synth.fhir import ICDO3
@@ -107,6 +109,31 @@ def test_hostile_bodies_get_a_clear_4xx_with_an_operation_outcome(
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
+GOOD_UUID = "12345678-1234-5678-1234-567812345678"
+
+
+@pytest.mark.parametrize("instance", [
+    "{" + GOOD_UUID + "}", "urn:uuid:" + GOOD_UUID, GOOD_UUID.replace("-", ""), GOOD_UUID + "\n", " " + GOOD_UUID,
+])
+def test_a_hook_instance_is_a_uuid_as_rfc_4122_writes_it(instance: str) -> None:
+    # Python's uuid.UUID takes these too; the value as sent goes into logs and audit rows
+    with pytest.raises(InputError, match="hookInstance must be a UUID"):
+        parse_hook_request({"hook": "patient-view", "hookInstance": instance, "context": {"patientId": PID}})
+    upper = {"hook": "patient-view", "hookInstance": GOOD_UUID.upper(), "context": {"patientId": PID}}
+    parsed = parse_hook_request(upper)
+    assert parsed.hook_instance == GOOD_UUID.upper()
+
+
+@pytest.mark.parametrize("server", [
+    "http://127.0.0.1:8090/fhir\r\nX-Evil: 1", "http://127.0.0.1:8090/fh ir", " http://127.0.0.1:8090/fhir",
+    "http://127.0.0.1:8090/fhir\t", "http://127.0.0.1:8090/f\x00hir",
+])
+def test_a_fhir_server_with_spaces_or_control_characters_is_refused(server: str) -> None:
+    body = {"hook": "patient-view", "hookInstance": GOOD_UUID, "context": {"patientId": PID}, "fhirServer": server}
+    with pytest.raises(InputError, match="fhirServer must not hold spaces or control characters"):
+        parse_hook_request(body)
+
+
 def test_request_over_the_size_limit_is_413_even_when_chunked(tmp_path: Path) -> None:
     with running_service(service_settings(tmp_path, max_request_mb=0.01)) as server:
         big = orjson.dumps(hook(prefetch={"labs": {"resourceType": "Bundle", "entry": [{"x": "y" * 20_000}]}}))
@@ -181,3 +208,21 @@ def test_an_unusable_prefetch_search_makes_its_criteria_unknown_with_the_reason(
     # no platelet count could be read, so the criterion is unknown, never not-met
     status, row = decisive_rows(detail)["platelets"]
     assert status == "unknown" and "data could not be obtained" in row
+
+
+@pytest.mark.parametrize("young_first", [True, False])
+def test_two_versions_of_the_patient_in_her_prefetch_are_not_decided_by_their_order(
+        service: ServiceServer, young_first: bool) -> None:
+    """A `patient` prefetch sent as a search Bundle holding two different Patient/{id}: born 2020 she is
+    not eligible, born 1988 she may be — the order of the entries must not choose. Without a FHIR server to
+    read her from, the service cannot supply the data: 412."""
+    bundle = patient_bundle()
+    real = bundle["entry"][0]["resource"]
+    versions = [{**real, "birthDate": "2020-01-01"}, real]
+    searchset = {"resourceType": "Bundle", "type": "searchset",
+                 "entry": [{"resource": r} for r in (versions if young_first else versions[::-1])]}
+    prefetch = {"patient": searchset,
+                "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [bundle["entry"][1]]}}
+    response = httpx.post(service.hook_url, json=hook(prefetch=prefetch))
+    assert response.status_code == 412, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"

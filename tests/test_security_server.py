@@ -507,3 +507,17 @@ def test_a_configured_secret_keys_replicas_alike(tmp_path: Path, fhir_server: Fh
             service.flush_writes()
         keys.append(stored_keys(settings.database_url)[0])
     assert keys[0] == keys[1] != keys[2]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/cds-services/axiom-eligibility/"), ("GET", "/cds-services/"),
+    ("POST", "/cds-services/axiom-eligibility/feedback/"),
+])
+def test_a_trailing_slash_is_not_redirected_to_the_host_header(served: Served, method: str, path: str) -> None:
+    """Starlette would answer 307 to `http://<Host header>/cds-services/…`, before authentication: a client
+    following it re-POSTs the prefetch (patient data) to whatever server the Host header named."""
+    response = httpx.request(method, served.base_url + path, json={}, follow_redirects=False,
+                             headers={"Host": "evil.example", "X-Forwarded-Proto": "https"})
+    assert response.status_code in (401, 404), response.status_code
+    assert "location" not in response.headers
+    assert "evil.example" not in response.text

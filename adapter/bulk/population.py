@@ -23,10 +23,10 @@ import orjson
 
 from ..engine import fhir_wanted
 from ..errors import InputError
-from ..fhir.client import FHIR_ID
 from ..fhir.scopes import read_types
 from ..fhir.urls import base_url_problem, shown
 from ..fhir.wanted import Wanted
+from ..fhir.wire import FHIR_ID
 from ..trials import Trial, load_trial
 from .auth import BackendServicesAuth, BackendServicesConfig
 from .errors import DestinationError, ExportNotSupportedError

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from yarl import URL
 
-from ..fhir.client import FHIR_ID, same_server
+from ..fhir.client import same_server
 from ..fhir.queries import MEDICATION_SEARCHES
 from ..fhir.urls import names
-from ..fhir.wire import reference_key
+from ..fhir.wire import FHIR_ID, reference_key
 from .errors import ExportFailedError, UnsafeUrlError
 from .http import SafeHttp
 from .state import FileRecord, create_private

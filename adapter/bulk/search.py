@@ -34,12 +34,12 @@ from .. import tables
 from ..criteria.kinds import COHORT_KINDS
 from ..errors import FhirServerError, InputError
 from ..fhir.bundle import bundle_entries
-from ..fhir.client import FHIR_ID, SessionClient, absolute_link, next_link, read_patient, same_server, search_all
+from ..fhir.client import SessionClient, absolute_link, next_link, read_patient, same_server, search_all
 from ..fhir.gather import _medication_reads, merge_searches
 from ..fhir.queries import searches
 from ..fhir.urls import names, shown
 from ..fhir.wanted import Wanted
-from ..fhir.wire import reference_key
+from ..fhir.wire import FHIR_ID, reference_key
 from ..trials import Trial
 from .errors import SearchFailedError
 from .export import Progress, ProgressFn

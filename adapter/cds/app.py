@@ -52,8 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = auth_config(settings)
     load_trial(settings.trial)  # a broken trial definition stops the service here
 
+    # no redirect for a trailing slash: Starlette's 307 names the Host header's server (never trusted here),
+    # before any authentication, and a client following it would re-POST the prefetch there
     app = FastAPI(title="AXIOM eligibility CDS Hooks service", version=__version__, lifespan=lifespan,
-                  description="CDS Hooks 2.0 service: AXIOM (NCT05333458) trial eligibility on patient-view.")
+                  description="CDS Hooks 2.0 service: AXIOM (NCT05333458) trial eligibility on patient-view.",
+                  redirect_slashes=False)
     app.state.settings = settings
     app.state.auth_config = auth
     app.state.stopping = Stopping(settings.shutdown_drain_s)  # /readyz: 503 once SIGTERM/SIGINT arrived

@@ -6,15 +6,18 @@ checked by hand and the prefetch is handed on as parsed JSON.
 
 from __future__ import annotations
 
-import uuid
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..fhir.client import FHIR_ID
 from ..fhir.urls import base_url_problem
+from ..fhir.wire import FHIR_ID
 
 HOOK = "patient-view"
+# a UUID as RFC 4122 writes it: Python's uuid.UUID also takes braces, `urn:uuid:` and 32 bare digits, and
+# the value as sent goes into the logs and audit rows
+UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,8 @@ def parse_hook_request(body: Any) -> HookRequest:
     if body.get("hook") != HOOK:
         raise InputError(f"hook must be '{HOOK}'" + (" (missing)" if "hook" not in body else ""))
     instance = body.get("hookInstance")
-    try:
-        uuid.UUID(str(instance)) if isinstance(instance, str) else None
-    except ValueError:
-        instance = None
-    if not isinstance(instance, str):
-        raise InputError("hookInstance must be a UUID")
+    if not isinstance(instance, str) or not UUID_TEXT.fullmatch(instance):
+        raise InputError("hookInstance must be a UUID (8-4-4-4-12 hexadecimal digits)")
     context = body.get("context")
     if not isinstance(context, dict):
         raise InputError("context must be an object")

@@ -11,7 +11,7 @@ import msgspec
 from ..errors import InputError
 from .record import KEPT_TYPES, PatientRecord, assemble
 from .wanted import Wanted
-from .wire import Entry, Head, Lazy, LazyObservations, head_and_resource, head_of, load_resource
+from .wire import FHIR_ID, Entry, Head, Lazy, LazyObservations, head_and_resource, head_of, load_resource
 
 
 def read_bytes(path: Path) -> bytes:
@@ -25,6 +25,11 @@ def _same_patient(a: tuple[dict[str, Any], str | None], b: tuple[dict[str, Any],
     if a[0].get("id") and a[0].get("id") == b[0].get("id"):
         return True
     return bool(a[1]) and a[1] == b[1]
+
+
+def _id_shown(patient: tuple[dict[str, Any], str | None]) -> str:
+    pid = patient[0].get("id")
+    return pid if isinstance(pid, str) and FHIR_ID.fullmatch(pid) else "?"
 
 
 def bundle_entries(bundle: Any, since: str | None = None, floor_type: str = "Observation"
@@ -41,8 +46,12 @@ def bundle_entries(bundle: Any, since: str | None = None, floor_type: str = "Obs
         kind = head.resourceType
         if kind == "Patient":
             candidate = (Entry(head, full_url, raw, resource).resource, full_url)
-            if not any(_same_patient(candidate, p) for p in patients):
+            same = next((p for p in patients if _same_patient(candidate, p)), None)
+            if same is None:
                 patients.append(candidate)
+            elif same[0] != candidate[0]:  # which one is current cannot be told: never the Bundle's order
+                raise InputError(f"the Bundle holds two different Patient resources as Patient/{_id_shown(same)}; "
+                                 "which one is current cannot be told")
         elif kind in KEPT_TYPES:
             if since is not None and kind == floor_type and (head.effective_text() or "") < since:
                 continue

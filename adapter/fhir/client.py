@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from .wire import Entry, Lazy, bundle_links, bundle_size, is_bundle, load_resour
 log = logging.getLogger("axiom_cds.fhir")
 
 MAX_PAGES = 50
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 DEFAULT_RETRIES = 2
 DEFAULT_MAX_RESPONSE_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_ENTRIES_PER_PAGE = 5000  # the searches ask for 1000 a page

@@ -17,12 +17,12 @@ from typing import Any
 
 from ..errors import FhirServerError, InputError
 from .bundle import bundle_entries
-from .client import FHIR_ID, SessionClient, collect_pages, read_patient, search_all
+from .client import SessionClient, collect_pages, read_patient, search_all
 from .queries import CODE_PARAMS, MEDICATION_SEARCHES, PATIENT_KEY, REPORTS_KEY, Search
 from .record import PatientRecord, assemble
 from .urls import names
 from .wanted import Wanted
-from .wire import Entry, Resource, is_bundle, is_lazy, issues, reference_key, resource_type
+from .wire import FHIR_ID, Entry, Resource, is_bundle, is_lazy, issues, reference_key, resource_type
 
 # Medications named by reference and not brought by the searches' _include: read one by one, at most
 # this many per patient (a medication history names a few dozen drugs at most).

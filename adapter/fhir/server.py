@@ -7,11 +7,12 @@ from datetime import date
 import aiohttp
 
 from ..errors import FhirServerError
-from .client import FHIR_ID, SessionClient
+from .client import SessionClient
 from .gather import gather_record
 from .queries import searches
 from .record import PatientRecord
 from .wanted import Wanted
+from .wire import FHIR_ID
 
 
 async def fetch_record(base_url: str, patient_id: str, wanted: Wanted, as_of: date | None,

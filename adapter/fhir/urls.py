@@ -14,6 +14,8 @@ from yarl import URL
 
 def base_url_problem(url: str) -> str | None:
     """Why `url` is not a usable FHIR base URL, in words that do not repeat it; None when it is."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "must not hold spaces or control characters (a URL is percent-encoded)"
     try:
         parsed = URL(url)
     except ValueError:

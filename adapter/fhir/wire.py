@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Container, Iterator, Mapping
 from typing import Any
 
@@ -24,6 +25,8 @@ import msgspec
 import orjson
 
 from ..errors import InputError
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id: what may be put in a URL or a message
 
 Resource = dict[str, Any]
 

@@ -62,8 +62,9 @@ _MICRO = re.compile(r"(?<![A-Za-z])uL\b")
 # Hooks sandbox split it at both spaces)
 _SQUARE_METRES = re.compile(r"(?<=\d) m2\b")
 _CLEARANCE = re.compile(r"(?<=\d) (?=mL/min\b)")
-# a count of five or more digits before a unit ("12400 copies/mL"), grouped like "85,000/µL"
-_LONG_COUNT = re.compile(r"(?<![\d.,\w-])(\d{5,})(?= ?(?:copies\b|[A-Za-zµ]*/))")
+# a count of five or more digits before a unit ("12400 copies/mL"), grouped like "85,000/µL"; never a
+# port or path segment of a URL ("http://host:18091/fhir")
+_LONG_COUNT = re.compile(r"(?<![\d.,\w:/-])(\d{5,})(?= ?(?:copies\b|[A-Za-zµ]*/))")
 # a resource our own notes name for the review app ("Gilbert syndrome documented (Condition/…-cond4)"):
 # an id, not a finding — the review app links the resource itself
 _REFERENCE = re.compile(r" \([A-Z][A-Za-z]+/[A-Za-z0-9.-]{1,64}\)")

@@ -16,11 +16,12 @@ from ..cds.hook import Service
 from ..criteria.model import CriterionResult, EligibilityReport
 from ..engine import evaluate_record, fhir_wanted
 from ..errors import FhirServerError, InputError
-from ..fhir.client import FHIR_ID, SessionClient
+from ..fhir.client import SessionClient
 from ..fhir.elements import coding_list, quantity_text
 from ..fhir.gather import GatherStats, gather_record
 from ..fhir.queries import searches
 from ..fhir.record import PatientRecord
+from ..fhir.wire import FHIR_ID
 from ..report.card import clinical, criterion_label
 from ..report.text import plain
 from ..trials import load_trial

@@ -22,9 +22,9 @@ import orjson
 
 from ..criteria.model import EligibilityReport
 from ..errors import FhirServerError, InputError
-from ..fhir.client import FHIR_ID, SessionClient, pages
+from ..fhir.client import SessionClient, pages
 from ..fhir.elements import concept_text
-from ..fhir.wire import is_lazy, load_json
+from ..fhir.wire import FHIR_ID, is_lazy, load_json
 from ..report.card import card
 from ..report.referral import StudyTeam
 from ..report.text import plain

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from yarl import URL
 
-from ..fhir.client import FHIR_ID
 from ..fhir.scopes import smart_scopes
+from ..fhir.wire import FHIR_ID
 from .errors import ReviewError
 
 MAX_ANSWER_BYTES = 256 * 1024  # a smart-configuration or a token response is a few KB
