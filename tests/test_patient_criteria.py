@@ -168,6 +168,18 @@ def test_positive_pregnancy_test_from_last_year_does_not_count() -> None:
     assert evaluate(asps(), old).criterion("pregnancy-breastfeeding").status == "met"
 
 
+@pytest.mark.parametrize("positive", [
+    lab("2106-3", None, coded=fhir.concept(SNOMED, "10828004", "Positive"), ago=40),
+    lab("19080-1", 5000, "mIU/mL", ago=51),
+    lab("82810-3", None, coded=fhir.concept(SNOMED, "77386006", "Pregnant"), category="social-history", ago=60),
+])
+def test_a_positive_pregnancy_test_weeks_old_is_stale_not_absent(positive: dict) -> None:  # type: ignore[type-arg]
+    # older than the 28-day window, within the 42 weeks a pregnancy lasts: she may be pregnant still
+    result = evaluate(asps(), positive).criterion("pregnancy-breastfeeding")
+    assert result.status == "unknown" and "stale" in (result.note or "")
+    assert "no pregnancy" not in (result.note or ""), "a positive test is documented, only not recent"
+
+
 def test_male_without_evidence_is_not_applicable() -> None:
     assert evaluate(asps(), gender="male").criterion("pregnancy-breastfeeding").status == "not-applicable"
 

@@ -221,6 +221,9 @@ class NotPregnant(Params):
     text: str
     hcg_positive_min: PositiveFloat
     hcg_negative_below: PositiveFloat
+    # a positive test or status older than the window but newer than this is not passed over: she may be
+    # pregnant (or breastfeeding) still — unknown, stale
+    positive_relevant_days: PositiveInt
     condition: str = "pregnancy"
 
     def inputs(self) -> tuple[str, ...]:

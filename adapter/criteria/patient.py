@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..mapping.facts import Facts
@@ -176,6 +176,11 @@ def hiv(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
                                      vl.unit_error))
 
 
+def _recent(m: Measurement, facts: Facts, p: NotPregnant) -> bool:
+    """Whether a stale positive is newer than `positive_relevant_days`: the pregnancy may be ongoing."""
+    return m.when >= facts.as_of - timedelta(days=p.positive_relevant_days)
+
+
 def _pregnancy_evidence(facts: Facts, p: NotPregnant, window: int
                         ) -> tuple[list[Measurement], list[Measurement], list[Measurement], list[str]]:
     """Positive, negative and undecided observations inside the window, plus why the undecided are."""
@@ -195,6 +200,9 @@ def _pregnancy_evidence(facts: Facts, p: NotPregnant, window: int
             undecided += sel.conflict
         notes += sel.unreadable  # a newer test that cannot be read might be positive: never passed over
         if m is None:
+            if sel.stale is not None and sel.stale.concepts & pos and _recent(sel.stale, facts, p):  # may be still
+                undecided.append(sel.stale)
+                notes.append(sel.absence(label(input_id), window))
             continue
         if m.concepts & pos:
             positive.append(m)
@@ -206,6 +214,11 @@ def _pregnancy_evidence(facts: Facts, p: NotPregnant, window: int
         notes.append(sel.absence(label("hcg-quantitative"), window))
         undecided += sel.conflict
     notes += sel.unreadable
+    stale = sel.stale
+    if (hcg is None and stale is not None and stale.value is not None and stale.value.ge(p.hcg_positive_min)
+            and _recent(stale, facts, p)):
+        undecided.append(stale)
+        notes.append(sel.absence(label("hcg-quantitative"), window))
     if hcg is None:
         return positive, negative, undecided, notes
     if hcg.value is None or hcg.unit_error:  # an unreadable hCG might be positive: never dropped
@@ -250,5 +263,5 @@ def pregnancy_breastfeeding(facts: Facts, criterion: Criterion, ctx: Context) ->
         cid, status, requirement, observed=observed,
         evidence=[m.ref or "" for m in [*negative, *undecided]],
         note=join(f"data could not be obtained ({missing})" if missing else None, *notes,
-                  None if negative else "no pregnancy or breastfeeding documented; confirm per protocol "
+                  None if negative or undecided else "no pregnancy or breastfeeding documented; confirm per protocol "
                                         "(pregnancy test for people who can become pregnant)"))

@@ -42,6 +42,7 @@ def bundle_entries(bundle: Any, since: str | None = None, floor_type: str = "Obs
     """
     patients: list[tuple[dict[str, Any], str | None]] = []
     entries: list[Entry] = []
+    conflict: tuple[dict[str, Any], str | None] | None = None
     for head, full_url, raw, resource in _resources(bundle):
         kind = head.resourceType
         if kind == "Patient":
@@ -49,14 +50,24 @@ def bundle_entries(bundle: Any, since: str | None = None, floor_type: str = "Obs
             same = next((p for p in patients if _same_patient(candidate, p)), None)
             if same is None:
                 patients.append(candidate)
-            elif same[0] != candidate[0]:  # which one is current cannot be told: never the Bundle's order
-                raise InputError(f"the Bundle holds two different Patient resources as Patient/{_id_shown(same)}; "
-                                 "which one is current cannot be told")
+            elif same[0] != candidate[0] and conflict is None:
+                conflict = same
+
         elif kind in KEPT_TYPES:
             if since is not None and kind == floor_type and (head.effective_text() or "") < since:
                 continue
             entries.append(Entry(head, full_url, raw, resource))
+    if len(patients) > 1 and conflict is not None:
+        raise InputError(several_patients(patients))
+    if conflict is not None:  # which one is current cannot be told: never the Bundle's order
+        raise InputError(f"the Bundle holds two different Patient resources as Patient/{_id_shown(conflict)}; "
+                         "which one is current cannot be told")
     return patients, entries
+
+
+def several_patients(patients: list[tuple[dict[str, Any], str | None]]) -> str:
+    ids = ", ".join(str(p[0].get("id") or p[1] or "?") for p in patients[:5])
+    return f"the Bundle holds {len(patients)} Patients ({ids}); evaluate one patient at a time"
 
 
 _Item = tuple[Head, str | None, msgspec.Raw | None, dict[str, Any] | None]
@@ -99,7 +110,6 @@ def record_from_bytes(data: bytes, wanted: Wanted) -> PatientRecord:
     if not patients:
         raise InputError("the Bundle holds no Patient")
     if len(patients) > 1:
-        ids = ", ".join(str(p[0].get("id") or p[1] or "?") for p in patients[:5])
-        raise InputError(f"the Bundle holds {len(patients)} Patients ({ids}); evaluate one patient at a time")
+        raise InputError(several_patients(patients))
     patient, full_url = patients[0]
     return assemble(patient, full_url, entries, wanted)
