@@ -24,6 +24,7 @@ from tests.helpers import AS_OF, ICD10, ICDO3, SNOMED, SUBJECT, asps, days_ago, 
 SECONDARY_PROFILE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"
 # hl7.fhir.us.mcode@4.0.0 files, vendored unchanged (tests/fixtures/hl7/README.md: package path and checksum)
 MCODE = Path(__file__).parent / "fixtures" / "hl7"
+VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
 def condition(cid: str, system: str, code: str, display: str = "", **fields: Any) -> dict[str, Any]:
@@ -352,7 +353,7 @@ def report_of(*resources: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("field", [
-    {"clinicalStatus": "remission"}, {"clinicalStatus": {"coding": 5}}, {"verificationStatus": ["confirmed"]},
+    {"clinicalStatus": "remission"}, {"clinicalStatus": {"coding": 5}},
     {"abatementDateTime": ["2020-01-01"]}, {"abatementAge": 54}, {"meta": "x"}, {"meta": {"profile": "x"}},
     {"extension": 5}, {"bodySite": {"coding": []}}, {"onsetDateTime": 2020}, {"abatementPeriod": []},
 ])
@@ -360,6 +361,23 @@ def test_a_field_of_the_wrong_json_type_is_absent(field: dict[str, Any]) -> None
     report = report_of({**asps(), **field})
     assert report.criterion("diagnosis").status == "met"
     assert report.cohort == "asps"
+
+
+@pytest.mark.parametrize("status", [["confirmed"], {"coding": [{"system": VERIFICATION, "code": "refuted",
+                                                                 "display": ""}]}])
+def test_a_verification_status_that_cannot_be_read_leaves_the_diagnosis_to_confirm(status: Any) -> None:
+    # it may have said refuted or provisional: read as absent it would have made the diagnosis confirmed
+    report = report_of({**asps(), "verificationStatus": status})
+    assert report.criterion("diagnosis").status == "unknown" and report.cohort == "asps"
+
+
+def test_a_condition_whose_code_is_not_valid_fhir_is_to_confirm_not_dropped() -> None:
+    # "9581/3 " (a trailing space is not a FHIR code): the ASPS is unconfirmed, never silently absent
+    broken = asps()
+    broken["code"]["coding"][0]["code"] = "9581/3 "
+    report = report_of(broken)
+    assert report.overall == "needs-review" and report.criterion("diagnosis").status == "unknown"
+    assert "not valid FHIR R4" in (report.criterion("diagnosis").note or "")
 
 
 def test_an_abatement_of_the_wrong_type_leaves_the_metastasis_current() -> None:

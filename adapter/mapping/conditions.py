@@ -222,16 +222,20 @@ def condition_facts(entries: list[Entry], as_of: date, birth_date: str | None = 
         if not isinstance(r, dict) or not _matches(_read(r, table), table):
             continue  # the cheap raw read first: validation only for the Conditions that matter
         valid = _validated(r, table.histology_extension)
-        if valid is None:
-            continue  # code or subject not valid FHIR: never evidence
-        doc, dropped = valid
+        # its code or subject not valid FHIR: read as sent, but never as confirmed (a diagnosis to confirm,
+        # an allowance undecided) — never dropped without a word, so a patient never silently vanishes
+        doc, dropped = valid if valid is not None else ({k: r[k] for k in _READ if k in r}, [])
+        untrusted = None if valid is not None else "not valid FHIR R4 as sent (code or subject): confirm in the chart"
         c = _read(doc, table)
         if c.verification in table.excluded_verification_status or _recorded_after(doc, as_of):
             continue
         ab = abatement(doc, as_of, birth_date, table.age_units)
         if ab.state == "none":
             ab = legacy_abatement(r)
-        invalid = [f"{key} is not valid FHIR R4: read as absent" for key in dropped]
+        invalid = [untrusted, *(f"{key} is not valid FHIR R4: read as absent" for key in dropped)]
+        # an unreadable verificationStatus may have said refuted or provisional, an unreadable clinicalStatus
+        # resolved (which ends a current state, not a diagnosis): not a confirmed fact then
+        unsure = {"verificationStatus", "clinicalStatus"} & set(dropped)
         since = next((doc[k] for k in ("onsetDateTime", "recordedDate") if isinstance(doc.get(k), str)), None)
         since_days = date_range(since)
         for set_id, (coding, display, verified) in _matches(c, table).items():
@@ -241,7 +245,8 @@ def condition_facts(entries: list[Entry], as_of: date, birth_date: str | None = 
                 continue
             fact = ConditionFact(
                 set_id=set_id, ref=entry.ref, display=display, coding=coding,
-                confirmed=c.verification not in table.unconfirmed_verification_status,
+                confirmed=untrusted is None and c.verification not in table.unconfirmed_verification_status
+                and not unsure - ({"clinicalStatus"} if code_set.semantics != "current-state" else set()),
                 verified_code=verified, note="; ".join(n for n in (why, *invalid) if n) or None,
                 verification=c.verification, clinical_status=c.clinical, since=since,
             )
