@@ -129,6 +129,8 @@ def test_bundle_from_stdin(tmp_path: Path) -> None:
     (orjson.dumps(fhir.bundle([{"resourceType": "Patient", "id": "p1", "birthDate": "not-a-date"}])),
      "not valid FHIR R4"),
     (b"\xff\xfe garbage", "not JSON"),
+    # a death sent as the string "true": read as alive it would have been referred
+    (orjson.dumps(fhir.bundle([{**fhir.patient("p1"), "deceasedBoolean": "true"}, asps()])), "deceasedBoolean"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
     code, out, err = run("evaluate", str(write(tmp_path, content)))

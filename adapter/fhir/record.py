@@ -58,6 +58,10 @@ def first_error(exc: ValidationError) -> str:
 
 
 def validate_patient(patient: Resource) -> None:
+    # fhir.resources reads "true" and "yes" as true; the engine reads the JSON (a death is no referral)
+    if "deceasedBoolean" in patient and not isinstance(patient["deceasedBoolean"], bool):
+        raise InputError("the Patient resource is not valid FHIR R4 (deceasedBoolean: a JSON boolean, true or "
+                         "false, is expected)")
     try:
         Patient.model_validate(patient)
     except ValidationError as exc:
