@@ -210,13 +210,14 @@ def test_cancel_deletes_the_job_on_the_server(server: SekmetServer, tmp_path: Pa
 
 
 def test_ctrl_c_cancels_a_running_export(server: SekmetServer, tmp_path: Path) -> None:
-    # the Ctrl-C is the child's own SIGINT, sent when it starts waiting for the job: from the parent it raced
-    # the server finishing a small export on a loaded machine (CI: the job was done before the signal came)
+    # the Ctrl-C is the child's own SIGINT, sent when it starts waiting for the job, with Python's own handler
+    # (a test run started in the background inherits SIGINT ignored: the export then ran to its end)
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         from pathlib import Path
         from adapter.bulk import fetch_population
         from adapter.bulk.errors import ExportCancelledError
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started with it ignored
         def said(event):
             if event.phase == "waiting":
                 state = json.loads((Path({str(tmp_path)!r}) / {STATE_NAME!r}).read_text())
