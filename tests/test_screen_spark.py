@@ -26,6 +26,8 @@ import pytest
 
 from adapter.engine import evaluate_bundle
 from adapter.screen import screen
+from adapter.synth import fhir
+from adapter.synth.fhir import ICDO3
 from tests.test_screen import (
     AS_OF,
     FILES,
@@ -103,6 +105,30 @@ def test_gzip_files_mixing_every_type_give_the_same_worklist(spark: Any, populat
     (mixed / "part-2.ndjson.gz").write_bytes(gzip.compress(b"\n\n".join(lines[half:]) + b"\r\n"))
     screen(mixed, tmp_path / "spark", AS_OF, engine="spark", progress=False)
     assert outputs(tmp_path / "spark") == local_files
+
+
+def test_a_result_without_a_subject_that_names_another_patient_is_gathered_as_locally(spark: Any,
+                                                                                      tmp_path: Path) -> None:
+    """A candidate's CBC report points at a platelet result without a subject whose performer is another
+    Patient: the result is hers (FHIR: the report's subject applies), whichever engine gathers it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    platelets = fhir.observation("plt-1", "Patient/p1", "777-3", "2026-11-14T08:00:00Z", value=50, unit="10*3/uL")
+    del platelets["subject"]
+    platelets["performer"] = [{"reference": "Patient/p2"}]  # odd, but FHIR allows it
+    report = {"resourceType": "DiagnosticReport", "id": "cbc-1", "status": "final",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+              "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-14T08:00:00Z",
+              "result": [{"reference": "Observation/plt-1"}]}
+    files = {"Patient": [fhir.patient("p1", "1988-04-05", "female"), fhir.patient("p2", "1970-01-01", "male")],
+             "Condition": [fhir.condition("c1", "Patient/p1", ICDO3, "9581/3", "Alveolar soft part sarcoma")],
+             "DiagnosticReport": [report], "Observation": [platelets]}
+    for name, resources in files.items():
+        (src / f"{name}.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in resources))
+    local, spark_files = both(src, tmp_path)
+    doc = orjson.loads(local[0])
+    assert doc["patients"][0]["statuses"]["platelets"] == "not-met", "50,000/uL from the report's result"
+    assert spark_files == local
 
 
 def test_odd_shapes_and_refused_charts_are_handled_as_locally(spark: Any, tmp_path: Path) -> None:

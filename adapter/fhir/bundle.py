@@ -52,7 +52,6 @@ def bundle_entries(bundle: Any, since: str | None = None, floor_type: str = "Obs
                 patients.append(candidate)
             elif same[0] != candidate[0] and conflict is None:
                 conflict = same
-
         elif kind in KEPT_TYPES:
             if since is not None and kind == floor_type and (head.effective_text() or "") < since:
                 continue

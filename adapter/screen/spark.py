@@ -274,11 +274,17 @@ def _java_literal(text: str) -> str:
 def _first_look(ids: Sequence[str], narrowed: bool) -> Column:
     """What a line's text must have to be parsed at all (gather.py's first look, type-blind): a candidate's
     reference `Patient/<id>`, a Patient naming a candidate id, any backslash (an escape can spell
-    anything), a result or Medication without `Patient/` (without a subject), a Patient or Condition of a file
+    anything), a result or Medication that may have no subject, a Patient or Condition of a file
     not narrowed, or not the shape of one JSON object (`{` … `}`: a cut line is parsed, and refused).
     Parsing is most of Spark's time; every line of the narrowed files was parsed by the narrowing."""
     value = F.col("value")
-    orphan = ~value.contains("Patient/") & reduce(or_, [value.contains(f'"{t}"') for t in ORPHAN_TYPES])
+    # a result or Medication may have no subject, unless its text shows one at the top level: a subject or
+    # patient reference as an export writes it, in a line with nothing contained (only a contained resource
+    # holds a nested `subject`). Its text may name some patient elsewhere (a performer): parsed all the same,
+    # since a candidate's report may point at it
+    referenced = reduce(or_, [value.contains(f'"{key}":{{"reference":"') for key in ("subject", "patient")])
+    attributed = referenced & ~value.contains('"contained"')
+    orphan = ~attributed & reduce(or_, [value.contains(f'"{t}"') for t in ORPHAN_TYPES])
     look = value.contains("\\") | orphan | ~value.startswith("{") | ~value.endswith("}")
     if ids:
         alternation = "|".join(_java_literal(i) for i in ids)
