@@ -7,6 +7,7 @@ Each test is a patient a clinician would read one way; the rules are in mappings
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from datetime import date
@@ -332,6 +333,17 @@ def test_mcode_example_patients_are_read_as_a_clinician_would() -> None:
     resolved = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]}
     gone = ours(BRAIN_METS, clinicalStatus=resolved, abatementDateTime="2025-01-15")
     assert evaluate(primary, gone).criterion("advanced-disease").status == "unknown"
+    # Jenny M's real verificationStatus, its display emptied (not valid FHIR: a string is never empty): it
+    # may have said refuted, so the recoded ASPS is to confirm — not dropped, not read as confirmed
+    blank = copy.deepcopy(primary["verificationStatus"])
+    blank["coding"][0]["display"] = ""
+    unsure = evaluate(ours(primary, verificationStatus=blank))
+    assert unsure.cohort == "asps" and unsure.criterion("diagnosis").status == "unknown"
+    assert "verificationStatus is not valid FHIR R4" in (unsure.criterion("diagnosis").note or "")
+    # and its brain metastases with their real clinicalStatus emptied the same way: no longer taken as current
+    mets_blank = ours(BRAIN_METS)
+    mets_blank["clinicalStatus"]["coding"][0]["display"] = ""
+    assert evaluate(primary, mets_blank).criterion("advanced-disease").status != "met"
 
 
 def test_r4_core_f202_a_cancer_resolved_at_an_age_is_still_a_cancer() -> None:

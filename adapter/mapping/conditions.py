@@ -246,7 +246,7 @@ def condition_facts(entries: list[Entry], as_of: date, birth_date: str | None = 
             fact = ConditionFact(
                 set_id=set_id, ref=entry.ref, display=display, coding=coding,
                 confirmed=untrusted is None and c.verification not in table.unconfirmed_verification_status
-                and not unsure - ({"clinicalStatus"} if code_set.semantics != "current-state" else set()),
+                and not (unsure if code_set.semantics == "current-state" else unsure - {"clinicalStatus"}),
                 verified_code=verified, note="; ".join(n for n in (why, *invalid) if n) or None,
                 verification=c.verification, clinical_status=c.clinical, since=since,
             )
