@@ -322,6 +322,10 @@ class AnswerTable:
     breastfeeding_positive: frozenset[Coding]
     breastfeeding_negative: frozenset[Coding]
     disease_status: dict[Coding, str]
+    range_normal: frozenset[Coding]  # Observation.referenceRange.type of a normal range
+    range_normal_text: frozenset[str]  # … or its whole text, case-folded
+    range_not_normal: frozenset[Coding]
+    range_sex: dict[Coding, str]  # referenceRange.appliesTo coding → "male" | "female"
     tumor_method: dict[Coding, str]
     m1_prefixes: tuple[str, ...]
     stage_iv_codes: frozenset[str]
@@ -339,6 +343,7 @@ def answers() -> AnswerTable:
 
     disease_status = {c: status for status, es in data["disease-status"].items() for c in codings(es)}
     tumor_method = {c: cat for cat, es in data["tumor-method"].items() for c in codings(es)}
+    ranges = data["reference-range"]
     return AnswerTable(
         ecog={(systems[e["system"]], str(e["code"])): int(e["score"]) for e in data["ecog"]},
         pregnancy_positive=codings(data["pregnancy-status"]["positive"]),
@@ -348,6 +353,10 @@ def answers() -> AnswerTable:
         breastfeeding_positive=codings(data["breastfeeding"]["positive"]),
         breastfeeding_negative=codings(data["breastfeeding"]["negative"]),
         disease_status=disease_status,
+        range_normal=codings(ranges["normal"]),
+        range_normal_text=frozenset(str(t).casefold() for t in ranges["normal-text"]),
+        range_not_normal=codings(ranges["not-normal"]),
+        range_sex={c: sex for sex, es in ranges["sex"].items() for c in codings(es)},
         tumor_method=tumor_method,
         m1_prefixes=tuple(data["m1-prefixes"]),
         stage_iv_codes=frozenset(str(c) for c in data["stage-iv-codes"]),

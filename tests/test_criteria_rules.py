@@ -303,3 +303,31 @@ def test_a_newer_pregnancy_test_that_cannot_be_read_makes_pregnancy_unknown_neve
     result = evaluate(asps(), unreadable).criterion("pregnancy-breastfeeding")
     assert result.status == "unknown", "an unreadable recent hCG might be positive"
     assert result.note and "was not used" in result.note
+
+
+# ------------------------------------------------------------------ unreadable codes
+
+def platelets_with_coding_as_object(value: float) -> Json:
+    obs = lab("777-3", value, "10*3/uL", ucum="10*3/uL")
+    obs["code"] = {"coding": obs["code"]["coding"][0]}  # an object where FHIR has a list
+    return obs
+
+
+def test_a_result_whose_code_cannot_be_read_is_reported_never_silently_missing() -> None:
+    # platelets 50 x10^3/uL would fail the criterion; with its code unreadable nobody can tell it is a
+    # platelet count: the criterion is unknown (never met), and the report says which resource was not read
+    report = evaluate(asps(), platelets_with_coding_as_object(50))
+    assert report.criterion("platelets").status == "unknown"
+    (note,) = [n for n in report.data_notes if "code is not a readable CodeableConcept" in n]
+    assert note.startswith("Observation/")
+
+
+def test_an_unreadable_code_in_a_hook_prefetch_is_on_the_card(tmp_path: Path) -> None:
+    body = hook_body(fhir.patient(PID, "1990-05-02", "female"),
+                     {"conditions": [asps()], "labs": [platelets_with_coding_as_object(50)]})
+    with TestClient(create_app(service_settings(tmp_path))) as client:
+        response = client.post("/cds-services/axiom-eligibility", json=body)
+    assert response.status_code == 200
+    (shown,) = response.json()["cards"]
+    assert decisive_rows(shown["detail"])["platelets"][0] == "unknown"
+    assert "code is not a readable CodeableConcept" in shown["detail"]

@@ -30,6 +30,16 @@ def test_missing_birth_date_is_unknown() -> None:
     assert evaluate(asps(), birth_date=None).criterion("age").status == "unknown"
 
 
+def test_a_birth_date_after_the_evaluation_date_is_unknown_not_a_negative_age() -> None:
+    # an entry error (or a chart read with an old evaluation date): no age, so no "too young" verdict
+    result = evaluate(asps(), birth_date="2027-03-01").criterion("age")
+    assert result.status == "unknown", result
+    assert "after the evaluation date 2026-11-21" in (result.note or "")
+    # a partial birth date in the evaluation year is someone aged 0, whichever day
+    infant = evaluate(asps(), birth_date="2026").criterion("age")
+    assert infant.status == "not-met" and (infant.observed or "").startswith("0 years"), infant
+
+
 def test_leap_day_birthday() -> None:
     # born 29 Feb 2012: on 28 Feb 2024 still 11, on 29 Feb 2024 turns 12
     from datetime import date

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.observations import Selection
+from ..mapping.reference_ranges import Patient, read_ranges, within
 from ..mapping.values import Measurement
 from ..tables import observations
 from ..units import factor
@@ -86,21 +87,50 @@ def usable_value(cid: str, requirement: str, facts: Facts, input_id: str,
     return Usable(m, m.value, tuple(sel.notes), tuple(sel.unreadable))
 
 
-def upper_limit(m: Measurement, default: Quantity, input_id: str) -> tuple[float, str, str | None] | str:
-    """ULN in the input's unit: the result's own reference range, else the trial's default ULN.
+@dataclass(frozen=True)
+class Uln:
+    """The ULN a result is judged against: the possible values in the input's unit (one, unless which of
+    the result's reference ranges applies cannot be told), how to show it, and what to say about it."""
 
-    Returns the ULN, how to show it, and the "assumed ULN" note when the default was used; or, when
-    the result has a reference range that cannot be read, why (its own ULN exists: a default would
-    stand in for a value the lab did state). The default's unit was checked when the trial was loaded.
+    values: tuple[float, ...]
+    shown: str
+    note: str | None
+
+    def within(self, value: Interval, k: float) -> bool | None:
+        return within(value, k, self.values)
+
+    def ratio(self, value: Interval) -> str | None:
+        """'1.67 x ULN' for a single value against a single ULN."""
+        return f"{fmt(value.hi / self.values[0])} x ULN" if value.is_point and len(self.values) == 1 else None
+
+
+def upper_limit(m: Measurement, default: Quantity, input_id: str, facts: Facts) -> Uln | str:
+    """ULN in the input's unit: the result's own normal range for this patient, else the trial's default.
+
+    Returns the ULN (with the "assumed ULN" note when the default was used); or, when the result has a
+    reference range that cannot be read, why (its own ULN exists: a default would stand in for a value
+    the lab did state). The default's unit was checked when the trial was loaded.
     """
-    own, own_text, problem = m.reference_limit
-    if problem:
-        return f"cannot use the reference range of {m.original}: {problem}"
-    if own is not None and own > 0:
-        return own, f"ULN {own_text}", None
     spec = observations().inputs[input_id]
+    reading = read_ranges(m.ranges, m.value_unit or {}, spec, observations().by_code[m.code].kind,
+                          Patient(facts.gender, facts.birth_date), m.when)
+    if reading.problem:
+        return f"cannot use the reference range of {m.original}: {reading.problem}"
+    limits = reading.limits
+    if len(limits) == 1 and reading.certain:
+        return Uln((limits[0].value,), f"ULN {limits[0].shown}", None)
     assert spec.unit is not None
     uln = default.value * factor(default.unit, spec.unit, spec.analyte, spec.kind, spec.unit_aliases)
     shown = f"assumed ULN {fmt(default.value)} {default.unit}"
-    note = f"{shown} (no reference range on the result; trial default, {default.source})"
-    return uln, shown, note
+    if limits:
+        each = "; ".join(lim.shown + (f" for {lim.population}" if lim.population else "") for lim in limits)
+        values = {lim.value for lim in limits} | (set() if reading.certain else {uln})
+        texts = [lim.shown for lim in limits]
+        if not reading.certain:
+            texts.append(f"the trial default {fmt(default.value)} {default.unit}")
+        why = ("which of the result's reference ranges applies to this patient is not known" if reading.certain
+               else "no reference range on the result surely applies to this patient")
+        return Uln(tuple(sorted(values)), "ULN " + " or ".join(dict.fromkeys(texts)),
+                   f"{why} ({each}): decided only where every possible ULN gives the same answer")
+    why = reading.passed_over or "no reference range on the result"
+    return Uln((uln,), shown, f"{shown} ({why}; trial default, {default.source})")

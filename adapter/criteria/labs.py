@@ -72,14 +72,13 @@ def uln_multiple(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionR
     m, value = found.m, found.value
     modifiers = facts.having(mod_set) if mod_set else []
     confirmed = [c for c in modifiers if c.confirmed]
-    limit = upper_limit(m, p.default_uln, input_id)
-    if isinstance(limit, str):
-        return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=[m.ref or ""], note=limit)
-    uln, uln_text, assumed = limit
+    uln = upper_limit(m, p.default_uln, input_id, facts)
+    if isinstance(uln, str):
+        return CriterionResult(cid, "unknown", requirement, observed=m.dated, evidence=[m.ref or ""], note=uln)
     base_k = p.max_uln
     raised_k = p.modifier.max_uln if p.modifier and modifiers else base_k
-    base, raised = value.le(base_k * uln), value.le(raised_k * uln)
-    notes = [assumed] if assumed else []
+    base, raised = uln.within(value, base_k), uln.within(value, raised_k)
+    notes = [uln.note] if uln.note else []
     if confirmed:
         outcome, spans = raised, f"{fmt(raised_k)} x ULN"
         notes.append(f"{mod_title} documented ({confirmed[0].ref or confirmed[0].display}): "
@@ -98,15 +97,15 @@ def uln_multiple(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionR
     else:
         outcome, spans = base, f"{fmt(base_k)} x ULN"
     status = decide(outcome)
-    ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point else None
+    ratio = uln.ratio(value)
     above = raised_k if modifiers else base_k
     if status == "not-met":
         notes.insert(0, f"above {fmt(above)} x ULN" if ratio else f"{m.original} is above {fmt(above)} x ULN")
-    elif status == "unknown" and spans:
+    elif status == "unknown" and spans and not value.is_point:  # a point value: which ULN is unknown
         notes.insert(0, f"{label(input_id)} reported as {m.original}: the range spans {spans}")
     return CriterionResult(
         cid, status, requirement,
-        observed=f"{m.dated}, {uln_text}" + (f" ({ratio})" if ratio else ""),
+        observed=f"{m.dated}, {uln.shown}" + (f" ({ratio})" if ratio else ""),
         evidence=[m.ref or "", *(c.ref or "" for c in modifiers)],
         note=join(*notes, m.caveat, *found.notes_for(status)),
     )

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..mapping.dates import date_range
 from ..mapping.facts import Facts
 from ..mapping.observations import Selection
 from ..mapping.values import Measurement
@@ -26,8 +27,11 @@ def age(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResult:
     cid, minimum = criterion.id, p.min_years
     requirement = p.text or f">= {minimum} years"
     if facts.age is None:
-        return CriterionResult(cid, "unknown", requirement, evidence=[facts.patient_ref],
-                               note="birth date not recorded or unreadable")
+        why = "birth date not recorded or unreadable"
+        if date_range(facts.birth_date) is not None:
+            why = (f"birth date {facts.birth_date} is after the evaluation date {facts.as_of.isoformat()}: "
+                   "not a possible birth date")
+        return CriterionResult(cid, "unknown", requirement, evidence=[facts.patient_ref], note=why)
     youngest, oldest = facts.age
     shown = f"{youngest} years" if youngest == oldest else f"{youngest}-{oldest} years"
     observed = f"{shown} (born {facts.birth_date}, on {facts.as_of.isoformat()})"

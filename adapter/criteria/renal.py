@@ -68,11 +68,11 @@ def evaluate(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResul
     scr, value = found.m, found.value
 
     # Branch A: creatinine against its ULN (undecided when the result's reference range cannot be read)
-    limit = upper_limit(scr, p.default_uln, p.input)
-    a_problem = limit if isinstance(limit, str) else None
-    uln, uln_text, assumed = (math.nan, "reference range unreadable", None) if isinstance(limit, str) else limit
-    branch_a = None if a_problem else value.le(k * uln)
-    ratio = f"{fmt(value.hi / uln)} x ULN" if value.is_point and not a_problem else scr.original
+    uln = upper_limit(scr, p.default_uln, p.input, facts)
+    a_problem = uln if isinstance(uln, str) else None
+    branch_a = None if isinstance(uln, str) else uln.within(value, k)
+    ratio = (None if isinstance(uln, str) else uln.ratio(value)) or scr.original
+    uln_text, assumed = ("reference range unreadable", None) if isinstance(uln, str) else (uln.shown, uln.note)
 
     # Branch B: Cockcroft-Gault, normalised to 1.73 m²
     crcl, b_evidence, b_why = _crcl(facts, p, ctx, value)
@@ -90,6 +90,8 @@ def evaluate(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResul
     else:
         status = decide(None)
         a_text = a_problem or (f"creatinine {ratio} exceeds {fmt(k)} x ULN" if branch_a is False
+                               else f"creatinine {scr.original} against {fmt(k)} x ULN depends on which "
+                                    "reference range applies" if value.is_point
                                else f"creatinine {scr.original} spans {fmt(k)} x ULN")
         b_text = b_why or (f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
         why = f"{a_text}; {b_text}"
@@ -119,7 +121,7 @@ def _crcl(facts: Facts, p: RenalFunction, ctx: Context, scr: Interval
           ) -> tuple[Interval | None, list[str], str | None]:
     """CrCl range, its evidence, or why it cannot be computed."""
     if facts.age is None:
-        return None, [], "CrCl not computable: birth date not recorded"
+        return None, [], "CrCl not computable: no usable birth date"
     weight_sel = facts.observations.latest(p.weight_input, window(p, ctx, p.weight_window_days))
     height_sel = facts.observations.latest(p.height_input, window(p, ctx, p.height_window_days))
     bsa_sel = facts.observations.latest(p.bsa_input, window(p, ctx, p.weight_window_days))

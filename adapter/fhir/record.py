@@ -149,6 +149,7 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
     orphans: list[Entry] = []
     observations: list[Entry] = []  # every one, for the references of reports and panels
     containers: list[Entry] = []
+    unreadable: list[str] = []
     for entry in entries:
         head = entry.head
         rtype = head.resourceType
@@ -166,6 +167,11 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
             if is_container(head, wanted):
                 containers.append(entry)
             if wanted.code_of(head) is None:
+                # a `code` that is not a CodeableConcept (coding an object, not a list): what it measures
+                # cannot be told; said, not silently passed over (rare, so the resource is parsed to tell)
+                if head.code is None and whose(head.subject_reference(), entry.full_url) \
+                        and entry.resource.get("code") is not None:
+                    unreadable.append(entry.ref or "an Observation")
                 continue
         owner = whose(head.subject_reference(), entry.full_url)
         if owner is None:
@@ -187,4 +193,7 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
         record.dropped.append(f"{foreign} resource(s) about another patient ignored")
     if orphans:
         record.dropped.append(f"{len(orphans)} resource(s) without a subject ignored")
+    if unreadable:
+        record.dropped.append(f"{', '.join(sorted(unreadable)[:5])}{' …' if len(unreadable) > 5 else ''}: "
+                              "code is not a readable CodeableConcept (coding must be a list), not read")
     return record

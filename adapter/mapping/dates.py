@@ -54,12 +54,14 @@ def age_on(birth: date, on: date) -> int:
 
 
 def age_range(birth_text: object, on: date) -> tuple[int, int] | None:
-    """Youngest and oldest possible age in completed years on `on`."""
+    """Youngest and oldest possible age in completed years on `on`; None when the birth date is
+    unreadable or after `on` (no age at all: not a negative one). A partial date that may fall after
+    `on` ("2026" read in 2026) is at least 0."""
     rng = date_range(birth_text)
-    if rng is None:
+    if rng is None or rng[0] > on:
         return None
     earliest, latest = rng
-    return age_on(latest, on), age_on(earliest, on)
+    return max(age_on(latest, on), 0), age_on(earliest, on)
 
 
 Instant = tuple[datetime, datetime]  # earliest and latest moment a FHIR date/dateTime can mean, UTC

@@ -12,10 +12,9 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date
-from functools import cached_property
 from typing import Any
 
-from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
+from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
 from .. import tables
@@ -26,7 +25,7 @@ from ..interval import Interval
 from ..tables import Coding
 from ..units import UnitError, quantity_factor
 from .dates import date_text
-from .validation import first_problem, validate
+from .validation import validate
 
 COUNTED_STATUS = {"final", "amended", "corrected", "preliminary"}
 NOTED_STATUS = {"preliminary"}
@@ -53,12 +52,6 @@ class Measurement:
     ranges: tuple[Any, ...] = field(default=(), compare=False)
     value_unit: Any = field(default=None, compare=False)
 
-    @cached_property
-    def reference_limit(self) -> tuple[float | None, str | None, str | None]:
-        """ULN from the result's referenceRange.high in `unit`, as written, or why it cannot be used."""
-        spec = tables.observations().inputs[self.input]
-        return _uln(self.ranges, self.value_unit or {}, spec, tables.observations().by_code[self.code].kind)
-
     @property
     def dated(self) -> str:
         return f"{self.original} ({self.when_text}{', value read from text' if self.from_text else ''})"
@@ -79,37 +72,6 @@ def _value_quantity(resource: dict[str, Any], component_code: str | None) -> dic
             return q if isinstance(q, dict) else None
     q = resource.get("valueQuantity")
     return q if isinstance(q, dict) else None
-
-
-def _uln(given: tuple[Any, ...], value_unit: dict[str, Any], spec: tables.InputSpec,
-         kind: str) -> tuple[float | None, str | None, str | None]:
-    """Upper limit of normal from referenceRange.high, in the input's canonical unit.
-
-    The ranges are validated here (fhir.resources R4B), when a criterion asks for the ULN: most results
-    are judged against a fixed threshold and never read their range.
-    """
-    ranges = [r for r in given if isinstance(r, dict)]
-    for rng in ranges:
-        problem = first_problem(ObservationReferenceRange, rng, first_error)  # a lab's ranges recur whole
-        if problem is not None:
-            return None, None, f"the reference range is not valid FHIR R4 ({problem})"
-    ranges.sort(key=lambda r: 0 if not r.get("type") or "normal" in str(r.get("type")) else 1)
-    for rng in ranges:
-        high = rng.get("high")
-        if not isinstance(high, dict) or number(high.get("value")) is None:
-            continue
-        value = float(high["value"])
-        code, unit = high.get("code"), high.get("unit")
-        if not code and not unit:  # a range without a unit is in the value's unit
-            code, unit = value_unit.get("code"), value_unit.get("unit")
-        original = quantity_text({**high, "unit": unit or code})
-        assert spec.unit is not None
-        try:
-            f, _ = quantity_factor(code, unit, spec.unit, spec.analyte, kind, spec.unit_aliases)
-        except UnitError as exc:
-            return None, original, f"reference range unit: {exc}"
-        return value * f, original, None
-    return None, None, None
 
 
 def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, date],
@@ -260,7 +222,7 @@ def _exp10(exponent: float) -> float:
 
 # The elements the criteria read. Validation covers exactly these: narrative, performer, notes and
 # extensions are not used, and validating them would cost most of the evaluation's time. The
-# reference range is validated apart, by the ULN criteria that read it (Measurement.reference_limit).
+# reference range is validated apart, by the ULN criteria that read it (mapping/reference_ranges.py).
 READ_ELEMENTS = frozenset({
     "resourceType", "id", "status", "code", "subject", "effectiveDateTime", "effectivePeriod",
     "effectiveInstant", "valueQuantity", "valueCodeableConcept", "valueInteger", "valueBoolean", "valueString",
