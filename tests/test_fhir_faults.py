@@ -485,3 +485,42 @@ async def test_a_pool_per_fhir_server_is_kept_for_the_most_recently_used_servers
     assert second.closed and not first.closed
     await pool.close()
     assert first.closed and pool.session_count() == 0
+
+
+# --------------------------------------------------------------------------- connections in flight
+
+
+async def test_a_read_waiting_for_a_busy_connection_is_told_so_and_the_server_is_not_blamed(
+        patient: str, faulty: FaultyFhirServer) -> None:
+    """One connection to the server: hook A's search holds it (a slow server) while hook B's Patient read
+    waits past B's deadline. B's error says so — not "the server did not answer", since it was never
+    asked — and the server's circuit breaker, opening at one failure, is not told of it."""
+    import threading
+
+    from adapter.fhir.client import SessionClient, read_patient
+
+    pool = SessionPool(limit_per_host=1)
+    breaker = pool.breaker(faulty.base_url, failures=1, cooldown_s=60.0)
+    gate = threading.Event()
+    faulty.script("Condition", fault.held(gate))
+
+    def client(deadline_s: float) -> SessionClient:
+        return SessionClient(faulty.base_url, pool.get(faulty.base_url), None, 30.0, breaker=breaker,
+                             deadline=time.monotonic() + deadline_s, slots=pool.slots(faulty.base_url))
+    try:
+        slow = asyncio.ensure_future(client(30.0).get_json("Condition", {"patient": patient}))
+        while faulty.count("Condition") == 0:
+            await asyncio.sleep(0.02)
+        with pytest.raises(FhirServerError) as refused:
+            await read_patient(client(0.3), patient)
+        said = str(refused.value)
+        assert "all 1 connections this service keeps to the FHIR server" in said, said
+        assert f"Patient/{patient} was not sent" in said and "did not answer" not in said
+        assert faulty.count("Patient") == 0  # never sent
+        gate.set()
+        assert (await slow).resourceType == "Bundle"
+        assert breaker.idle  # nothing counted against the server
+        assert (await read_patient(client(5.0), patient))["id"] == patient
+    finally:
+        gate.set()
+        await pool.close()

@@ -80,8 +80,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # issued cards are needed while an override of them can still suppress a card: twice the period
     store = Store(settings.database_url, card_days=2 * max(settings.suppress_days, 0) + 1,
                   audit_days=settings.audit_days or None, comment_days=settings.feedback_comment_days)
-    app.state.service = Service(settings, SessionPool(), store, BackgroundWriter(store.write_batch),
-                                metrics=metrics_for(settings, config))
+    app.state.service = Service(settings, SessionPool(settings.fhir_connections_per_server), store,
+                                BackgroundWriter(store.write_batch), metrics=metrics_for(settings, config))
     jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
     app.state.auth = None if config is None else Authenticator(
         list(config.issuers), KeySets(jwks_http), ReplayGuard(store).is_new, config.audience_base,

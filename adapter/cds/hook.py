@@ -99,7 +99,8 @@ async def patient_view(req: HookRequest, service: Service, issuer: str | None = 
         client = SessionClient(req.fhir_server, service.sessions.get(req.fhir_server), req.access_token,
                                settings.fhir_request_timeout_s, retries=settings.fhir_retries, breaker=breaker,
                                max_response_bytes=int(settings.fhir_max_response_mb * 1024 * 1024),
-                               max_entries_per_page=settings.fhir_max_entries_per_page)
+                               max_entries_per_page=settings.fhir_max_entries_per_page,
+                               slots=service.sessions.slots(req.fhir_server))
         service.metrics.watch_breaker(req.fhir_server, breaker)
     stats = GatherStats()
     wanted = fhir_wanted(trial)

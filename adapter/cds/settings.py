@@ -127,7 +127,10 @@ class Settings(BaseSettings):
         None, description="Secret (16+ characters) keying the patient hash in logs and issued cards; default: "
         "one generated at first start and kept in the database")
     fhir_deadline_s: float = Field(3.0, description="Overall budget for FHIR calls of one hook")
-    fhir_request_timeout_s: float = Field(2.5, description="Timeout of one FHIR request")
+    fhir_request_timeout_s: float = Field(2.5, description="Timeout of one FHIR request, from when it is sent")
+    fhir_connections_per_server: int = Field(32, ge=1, le=1024, description="Requests in flight to one FHIR "
+                                             "server at once, across all hooks (a hook sends about 8); the "
+                                             "others wait, each hook's Patient read first")
     fhir_retries: int = Field(2, ge=0, le=10, description="Retries of a FHIR GET answered 429/503 or reset "
                                                           "before any byte, while they fit in the deadline")
     fhir_breaker_failures: int = Field(5, ge=0, description="Consecutive failures (timeouts, connection errors, "

@@ -29,6 +29,7 @@ from ..errors import FhirServerError, InputError
 from .breaker import CircuitBreaker, Outcome
 from .bundle import bundle_entries
 from .queries import Search
+from .slots import PATIENT, SEARCH, Slots, SlotWaitTimeout
 from .urls import has_userinfo, shown
 from .wire import Entry, Lazy, bundle_links, bundle_size, is_bundle, load_resource
 
@@ -75,7 +76,8 @@ class SessionClient(AsyncFHIRClient):
     def __init__(self, url: str, session: aiohttp.ClientSession, token: str | None, timeout: float, *,
                  retries: int = DEFAULT_RETRIES, breaker: CircuitBreaker | None = None,
                  max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-                 max_entries_per_page: int = DEFAULT_MAX_ENTRIES_PER_PAGE, deadline: float | None = None) -> None:
+                 max_entries_per_page: int = DEFAULT_MAX_ENTRIES_PER_PAGE, deadline: float | None = None,
+                 slots: Slots | None = None) -> None:
         super().__init__(url, authorization=f"Bearer {token}" if token else None)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -84,19 +86,22 @@ class SessionClient(AsyncFHIRClient):
         self.max_response_bytes = max_response_bytes
         self.max_entries_per_page = max_entries_per_page
         self.deadline = deadline  # time.monotonic() by which the hook needs its data; None: no limit
+        self.slots = slots  # the requests in flight to this server, shared with every other hook
         self.shown_url = shown(url)  # for messages and logs
 
     def set_deadline(self, at: float) -> None:
         """Hold retries to `at` (monotonic); an earlier deadline already set wins."""
         self.deadline = at if self.deadline is None else min(self.deadline, at)
 
-    async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
-        """A FHIR resource (a JSON object with a resourceType) from the server; raises FhirServerError."""
+    async def get_json(self, path: str, params: dict[str, str] | None = None, priority: int = SEARCH) -> Any:
+        """A FHIR resource (a JSON object with a resourceType) from the server; raises FhirServerError.
+
+        `priority` orders the wait for a connection when every one is busy (fhir/slots.py)."""
         url = self._build_request_url(path, params)
         what = path if "://" not in path else "a next page"
         attempt = 0
         while True:
-            result = await self._attempt(url, what)
+            result = await self._attempt(url, what, priority)
             if not isinstance(result, _Failure):
                 return result
             if not result.retry or attempt >= self.retries:
@@ -114,7 +119,22 @@ class SessionClient(AsyncFHIRClient):
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, url: str, what: str) -> Any:
+    async def _attempt(self, url: str, what: str, priority: int) -> Any:
+        """One exchange, sent once a connection slot is free: the parsed resource, or a _Failure."""
+        if self.slots is None:
+            return await self._admitted(url, what)
+        wait = None if self.deadline is None else max(0.0, self.deadline - time.monotonic() - RETRY_MARGIN_S)
+        try:
+            async with self.slots.hold(priority, wait):
+                return await self._admitted(url, what)
+        except SlotWaitTimeout:  # the server was never asked: nothing for its breaker, no retry
+            log.warning("FHIR connections all busy until the deadline: request not sent",
+                        extra={"fhir_server": self.shown_url, "connections": self.slots.limit})
+            return _Failure(f"all {self.slots.limit} connections this service keeps to the FHIR server at "
+                            f"{self.shown_url} stayed busy with other requests until the hook's deadline: "
+                            f"{what} was not sent", Outcome.NEUTRAL)
+
+    async def _admitted(self, url: str, what: str) -> Any:
         """One exchange, reported to the breaker: the parsed resource, or a _Failure."""
         probe = await self.breaker.admit() if self.breaker is not None else False
         outcome, short = Outcome.NEUTRAL, ""
@@ -342,7 +362,7 @@ async def search_all(client: SessionClient, search: Search) -> list[Entry]:
 async def read_patient(client: SessionClient, patient_id: str) -> dict[str, Any]:
     """The Patient asked for, or FhirServerError: a server that answers with another patient (a bug, a
     cache, a wrong route) must not get a card about this one built on someone else's chart."""
-    patient = await client.get_json(f"Patient/{patient_id}")
+    patient = await client.get_json(f"Patient/{patient_id}", priority=PATIENT)
     if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
         raise FhirServerError(f"Patient/{patient_id} did not come back as a Patient resource")
     got = patient.get("id")

@@ -14,25 +14,32 @@ import aiohttp
 from yarl import URL
 
 from .breaker import CircuitBreaker
+from .slots import Slots
 
 MAX_BREAKERS = 1024  # fhirServer comes from the (authenticated) caller: bound what is remembered
 MAX_SESSIONS = 64  # servers with a kept-alive pool; the least recently used beyond that is closed
 
 
+DEFAULT_CONNECTIONS = 32
+
+
 class SessionPool:
-    def __init__(self, limit_per_host: int = 32, max_sessions: int = MAX_SESSIONS) -> None:
+    """`limit_per_host`: requests in flight to one server at once (its Slots; aiohttp's own limit is
+    off, so that a wait for a connection is never counted as the server's slowness)."""
+
+    def __init__(self, limit_per_host: int = DEFAULT_CONNECTIONS, max_sessions: int = MAX_SESSIONS) -> None:
         self._limit = limit_per_host
         self._max_sessions = max_sessions
         self._sessions: dict[str, aiohttp.ClientSession] = {}  # least recently used first
+        self._slots: dict[str, Slots] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, base_url: str) -> aiohttp.ClientSession:
-        url = URL(base_url)
-        key = f"{url.scheme}://{url.host}:{url.port}"
+        key = _host_key(base_url)
         session = self._sessions.pop(key, None)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit_per_host=self._limit, keepalive_timeout=60)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
             session = aiohttp.ClientSession(connector=connector)
         self._sessions[key] = session
         while len(self._sessions) > self._max_sessions:  # many servers named: do not keep a pool for each
@@ -40,7 +47,17 @@ class SessionPool:
             task = asyncio.ensure_future(self._sessions.pop(oldest).close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+            if oldest in self._slots and not self._slots[oldest].busy:
+                del self._slots[oldest]
         return session
+
+    def slots(self, base_url: str) -> Slots:
+        """The request slots of the server `get` gave the session of (one set per host, as the session)."""
+        key = _host_key(base_url)
+        found = self._slots.get(key)
+        if found is None:
+            found = self._slots[key] = Slots(self._limit)
+        return found
 
     def session_count(self) -> int:
         return len(self._sessions)
@@ -66,3 +83,8 @@ class SessionPool:
         self._sessions.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _host_key(base_url: str) -> str:
+    url = URL(base_url)
+    return f"{url.scheme}://{url.host}:{url.port}"

@@ -74,7 +74,8 @@ async def read_chart(service: Service, session: Session, deadline_s: float, time
     client = SessionClient(session.iss, service.sessions.get(session.iss), session.access_token, timeout_s,
                            retries=settings.fhir_retries,
                            max_response_bytes=int(settings.fhir_max_response_mb * 1024 * 1024),
-                           max_entries_per_page=settings.fhir_max_entries_per_page)
+                           max_entries_per_page=settings.fhir_max_entries_per_page,
+                           slots=service.sessions.slots(session.iss))
     stats = GatherStats()
     try:
         record = await gather_record(session.patient, searches(session.patient, wanted, as_of), None, client,

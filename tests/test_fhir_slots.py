@@ -1,0 +1,77 @@
+"""The service's own limit on requests in flight to one FHIR server: priority, arrival order, honest waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapter.fhir.slots import PATIENT, SEARCH, Slots, SlotWaitTimeout
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_waiting_patient_read_goes_before_searches_that_queued_earlier() -> None:
+    slots = Slots(1)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def request(name: str, priority: int) -> None:
+        async with slots.hold(priority, None):
+            order.append(name)
+            if name == "first":
+                await gate.wait()
+
+    first = asyncio.create_task(request("first", SEARCH))
+    await _settle()
+    searches = [asyncio.create_task(request(f"search {i}", SEARCH)) for i in range(3)]
+    await _settle()
+    patient = asyncio.create_task(request("patient", PATIENT))
+    await _settle()
+    gate.set()
+    await asyncio.gather(first, *searches, patient)
+    assert order == ["first", "patient", "search 0", "search 1", "search 2"]
+    assert slots.busy == 0 and slots.waiting == 0
+
+
+async def test_a_wait_past_its_timeout_fails_and_leaves_the_slots_whole() -> None:
+    slots = Slots(1)
+    gate = asyncio.Event()
+
+    async def hold_one() -> None:
+        async with slots.hold(SEARCH, None):
+            await gate.wait()
+
+    holder = asyncio.create_task(hold_one())
+    await _settle()
+    with pytest.raises(SlotWaitTimeout):
+        async with slots.hold(PATIENT, 0.05):
+            pytest.fail("no slot was free")
+    gate.set()
+    await holder
+    assert slots.busy == 0 and slots.waiting == 0
+    async with slots.hold(SEARCH, 0.05):  # and the slot is there for the next request
+        assert slots.busy == 1
+
+
+async def test_a_cancelled_waiter_gives_up_its_place_and_never_its_slot() -> None:
+    slots = Slots(2)
+    gate = asyncio.Event()
+
+    async def hold_one() -> None:
+        async with slots.hold(SEARCH, None):
+            await gate.wait()
+
+    holders = [asyncio.create_task(hold_one()) for _ in range(2)]
+    await _settle()
+    waiter = asyncio.create_task(hold_one())
+    await _settle()
+    assert slots.waiting == 1
+    waiter.cancel()  # the hook's deadline: the job is cancelled while it waits
+    await asyncio.gather(waiter, return_exceptions=True)
+    gate.set()
+    await asyncio.gather(*holders)
+    assert slots.busy == 0 and slots.waiting == 0
