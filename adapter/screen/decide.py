@@ -97,10 +97,9 @@ def worker_pool(processes: int, trial: str) -> Iterator[Pool | None]:
 
 
 def decide(tasks: list[tuple[str, list[bytes], str, str]], pool: Pool | None) -> Iterator[PatientResult]:
-    """Each candidate's result, in the order of `tasks` (a few are decided here: a pool costs more)."""
+    """Each candidate's result, in the order of `tasks` (a few are decided here: a pool costs more). The
+    workers are given their charts at once, before the first result is asked for."""
     if pool is None or len(tasks) < MIN_PARALLEL:
-        yield from (decide_one(t) for t in tasks)
-        return
+        return (decide_one(t) for t in tasks)
     chunks = [tasks[k:k + CHUNK] for k in range(0, len(tasks), CHUNK)]
-    for results in pool.imap(_decide_many, chunks):
-        yield from results
+    return (result for results in pool.imap(_decide_many, chunks) for result in results)

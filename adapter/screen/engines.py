@@ -51,15 +51,16 @@ def local_engine(sources: Sources, trial: str, as_of: date, steps: Steps) -> Eng
                 narrowed, charts = _narrow_and_gather(con, sources, definition, steps)
             except duckdb.Error as exc:
                 raise read_error(exc, sources.files) from None
-        gathered_at = time.perf_counter()
-        tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
-        log.info("screen gathered", extra={"files": len(sources.files), "patients": narrowed.screened,
-                                            "conditions": narrowed.conditions, "candidates": len(charts),
-                                            "resources": sum(len(lines) for _, lines, _, _ in tasks),
-                                            "seconds": round(gathered_at - started, 3)})
-        steps.step("deciding each candidate", total=len(charts))
+            gathered_at = time.perf_counter()
+            tasks = [(c.patient, c.lines(), as_of.isoformat(), trial) for c in charts]
+            log.info("screen gathered", extra={"files": len(sources.files), "patients": narrowed.screened,
+                                                "conditions": narrowed.conditions, "candidates": len(charts),
+                                                "resources": sum(len(lines) for _, lines, _, _ in tasks),
+                                                "seconds": round(gathered_at - started, 3)})
+            steps.step("deciding each candidate", total=len(charts))
+            decided = decide(tasks, pool)  # the workers start now, while DuckDB closes
         results = []
-        for result in decide(tasks, pool):
+        for result in decided:
             results.append(result)
             steps.advance()
     results += without_patient(narrowed)
