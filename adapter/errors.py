@@ -12,6 +12,13 @@ class InputError(Exception):
 
 
 class FhirServerError(Exception):
-    """The FHIR server could not supply the patient's data."""
+    """The FHIR server could not supply the patient's data. `issue`: the FHIR issue-type code
+    (http://hl7.org/fhir/issue-type) of the OperationOutcome a 412 carries — why, for a machine: an
+    integrator's retry logic treats `timeout` and `transient` unlike `forbidden` or `not-found`."""
 
     http_status = 412
+    default_issue = "not-found"
+
+    def __init__(self, message: str = "", issue: str | None = None) -> None:
+        super().__init__(message)
+        self.issue = issue or self.default_issue

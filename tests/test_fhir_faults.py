@@ -249,28 +249,33 @@ def test_endless_next_links_stop_at_the_page_cap(
     assert faulty.count("Condition") == MAX_PAGES
 
 
-PATIENT_FAULTS: dict[str, tuple[fault.Behaviour, str]] = {
-    "401": (fault.status(401), "refused access"),
-    "403": (fault.status(403), "refused access"),
-    "404": (fault.status(404), "not found"),
-    "500": (fault.status(500), "500"),
-    "503 every time": (fault.status(503), f"{1 + RETRIES} attempts"),
-    "HTML page": (fault.html_page(), "HTML"),
-    "garbage bytes": (fault.garbage(), "non-JSON"),
-    "truncated JSON": (fault.truncated(), "truncated JSON"),
-    "JSON that is no FHIR resource": (fault.not_a_resource(), "not a FHIR resource"),
-    "reset mid-response": (fault.reset_mid_response(), "broke"),
-    "oversized": (fault.oversized(2 * MAX_MB), "MB"),
+PATIENT_FAULTS: dict[str, tuple[fault.Behaviour, str, str]] = {
+    # the words of the diagnostics, and the issue-type code an integrator's retry logic reads
+    "401": (fault.status(401), "refused access", "forbidden"),
+    "403": (fault.status(403), "refused access", "forbidden"),
+    "404": (fault.status(404), "not found", "not-found"),
+    "500": (fault.status(500), "500", "transient"),
+    "503 every time": (fault.status(503), f"{1 + RETRIES} attempts", "transient"),
+    "429 every time": (fault.status(429, "0"), f"{1 + RETRIES} attempts", "throttled"),
+    "HTML page": (fault.html_page(), "HTML", "invalid"),
+    "garbage bytes": (fault.garbage(), "non-JSON", "invalid"),
+    "truncated JSON": (fault.truncated(), "truncated JSON", "invalid"),
+    "JSON that is no FHIR resource": (fault.not_a_resource(), "not a FHIR resource", "invalid"),
+    "reset mid-response": (fault.reset_mid_response(), "broke", "transient"),
+    "oversized": (fault.oversized(2 * MAX_MB), "MB", "too-costly"),
+    "no answer in time": (fault.delay(10.0), "in time", "timeout"),
 }
 
 
 @pytest.mark.parametrize("case", list(PATIENT_FAULTS))
 def test_a_patient_that_cannot_be_read_is_412_with_the_reason(
         case: str, http: httpx.Client, service: ServiceServer, patient: str, faulty: FaultyFhirServer) -> None:
-    behaviour, words = PATIENT_FAULTS[case]
+    behaviour, words, issue = PATIENT_FAULTS[case]
     faulty.script("Patient", behaviour)
-    said = diagnostics(hook(http, service, faulty))
+    response = hook(http, service, faulty)
+    said = diagnostics(response)
     assert words in said, said
+    assert response.json()["issue"][0]["code"] == issue, response.json()
 
 
 # --------------------------------------------------------------------------- paging the HAPI way

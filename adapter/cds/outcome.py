@@ -14,9 +14,10 @@ ISSUE_CODE = {400: "invalid", 401: "login", 404: "not-found", 405: "not-supporte
               500: "exception"}
 
 
-def operation_outcome(status: int, message: str) -> Response:
+def operation_outcome(status: int, message: str, issue: str | None = None) -> Response:
+    """`issue`: the issue-type code when the status alone does not say why (a 412's cause)."""
     body = {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": ISSUE_CODE.get(status, "processing"), "diagnostics": message}],
+        "issue": [{"severity": "error", "code": issue or ISSUE_CODE.get(status, "processing"), "diagnostics": message}],
     }
     return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON)

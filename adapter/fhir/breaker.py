@@ -34,6 +34,8 @@ class Outcome(enum.Enum):
 class BreakerOpenError(FhirServerError):
     """The server is not called during the cool-down."""
 
+    default_issue = "transient"
+
 
 class CircuitBreaker:
     """Closed → open after N consecutive failures → one probe after the cool-down → closed or open again."""

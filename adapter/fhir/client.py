@@ -56,6 +56,7 @@ class _Failure:
     short: str = ""  # for the breaker's message: the status or error, without the server's address
     retry: bool = False
     retry_after: float | None = None
+    issue: str = "transient"  # FHIR issue-type code of the 412 it may become (errors.FhirServerError)
 
 
 class _TooLargeError(Exception):
@@ -106,13 +107,14 @@ class SessionClient(AsyncFHIRClient):
                 return result
             if not result.retry or attempt >= self.retries:
                 tries = f" ({attempt + 1} attempts)" if attempt else ""
-                raise FhirServerError(result.message + tries)
+                raise FhirServerError(result.message + tries, result.issue)
             delay = result.retry_after if result.retry_after is not None else _backoff(attempt)
             asked = f" (Retry-After {result.retry_after:g} s)" if result.retry_after is not None else ""
             if self.deadline is not None and time.monotonic() + delay + RETRY_MARGIN_S > self.deadline:
-                raise FhirServerError(f"{result.message}; a retry{asked} would not fit in the hook's deadline")
+                raise FhirServerError(f"{result.message}; a retry{asked} would not fit in the hook's deadline",
+                                      result.issue)
             if delay > MAX_RETRY_WAIT_S:
-                raise FhirServerError(f"{result.message}; a retry{asked} is too far away")
+                raise FhirServerError(f"{result.message}; a retry{asked} is too far away", result.issue)
             # the server and the reason only: `what` may hold a patient id
             log.info("FHIR request retried", extra={"fhir_server": self.shown_url, "attempt": attempt + 2,
                                                      "reason": result.short, "delay_s": round(delay, 3)})
@@ -132,7 +134,7 @@ class SessionClient(AsyncFHIRClient):
                         extra={"fhir_server": self.shown_url, "connections": self.slots.limit})
             return _Failure(f"all {self.slots.limit} connections this service keeps to the FHIR server at "
                             f"{self.shown_url} stayed busy with other requests until the hook's deadline: "
-                            f"{what} was not sent", Outcome.NEUTRAL)
+                            f"{what} was not sent", Outcome.NEUTRAL, issue="throttled")
 
     async def _admitted(self, url: str, what: str) -> Any:
         """One exchange, reported to the breaker: the parsed resource, or a _Failure."""
@@ -161,10 +163,10 @@ class SessionClient(AsyncFHIRClient):
                 content_type = r.headers.get("Content-Type", "")
         except TimeoutError:
             return _Failure(f"the FHIR server at {self.shown_url} did not answer {what} in time", Outcome.FAILED,
-                            "timeout")
+                            "timeout", issue="timeout")
         except _TooLargeError:
             return _Failure(f"the FHIR server sent more than {self.max_response_bytes / 1048576:g} MB for "
-                            f"{what}; refused", Outcome.NEUTRAL)
+                            f"{what}; refused", Outcome.NEUTRAL, issue="too-costly")
         except aiohttp.ClientConnectorError as exc:
             return _Failure(f"cannot reach the FHIR server at {self.shown_url} ({type(exc).__name__})", Outcome.FAILED,
                             type(exc).__name__)
@@ -177,7 +179,7 @@ class SessionClient(AsyncFHIRClient):
                             "connection reset", retry=True)
         except aiohttp.ClientResponseError:
             return _Failure(f"the FHIR server at {self.shown_url} sent a malformed HTTP response for {what}",
-                            Outcome.FAILED, "malformed HTTP")
+                            Outcome.FAILED, "malformed HTTP", issue="invalid")
         except aiohttp.ClientError as exc:
             return _Failure(f"cannot reach the FHIR server at {self.shown_url} ({type(exc).__name__})", Outcome.FAILED,
                             type(exc).__name__)
@@ -229,40 +231,47 @@ def _redirect_failure(status: int, location: str | None, url: str, what: str) ->
         same_origin = (target.scheme, target.host, target.port) == (URL(url).scheme, URL(url).host, URL(url).port)
         where = " to another path on the same host" if same_origin else f" to {target.origin()}"
     return _Failure(f"the FHIR server answered with a redirect ({status} for {what}{where}), which is not followed",
-                    Outcome.OK, str(status))
+                    Outcome.OK, str(status), issue="not-supported")
 
 
 def _status_failure(status: int, retry_after: str | None, what: str) -> _Failure:
     if status == 404:
-        return _Failure(f"{what} not found on the FHIR server (404)", Outcome.OK)
+        return _Failure(f"{what} not found on the FHIR server (404)", Outcome.OK, issue="not-found")
     if status in (401, 403):
-        return _Failure(f"the FHIR server refused access to {what} ({status})", Outcome.OK)
+        return _Failure(f"the FHIR server refused access to {what} ({status})", Outcome.OK, issue="forbidden")
     message = f"the FHIR server answered {status} for {what}"
     if status in RETRIED_STATUSES:
         # 429 is the server protecting itself, not failing: it does not count towards the breaker
         return _Failure(message, Outcome.NEUTRAL if status == 429 else Outcome.FAILED, str(status), retry=True,
-                        retry_after=retry_after_seconds(retry_after))
-    return _Failure(message, Outcome.FAILED if status >= 500 else Outcome.OK, str(status))
+                        retry_after=retry_after_seconds(retry_after),
+                        issue="throttled" if status == 429 else "transient")
+    return _Failure(message, Outcome.FAILED if status >= 500 else Outcome.OK, str(status),
+                    issue="transient" if status >= 500 else "processing")
 
 
 def _parse_resource(body: bytes, content_type: str, what: str) -> Any:
     """A FHIR resource, or a _Failure saying in words what came instead."""
     start = body.lstrip()[:14].lower()
     if "html" in content_type.lower() or start.startswith((b"<!doctype html", b"<html")):
-        return _Failure(f"the FHIR server sent an HTML page, not FHIR JSON, for {what}", Outcome.NEUTRAL)
+        return _Failure(f"the FHIR server sent an HTML page, not FHIR JSON, for {what}", Outcome.NEUTRAL,
+                        issue="invalid")
     if "xml" in content_type.lower() or start.startswith(b"<"):
-        return _Failure(f"the FHIR server sent XML, not FHIR JSON, for {what}", Outcome.NEUTRAL)
+        return _Failure(f"the FHIR server sent XML, not FHIR JSON, for {what}", Outcome.NEUTRAL,
+                        issue="invalid")
     if not body.strip():
-        return _Failure(f"the FHIR server sent an empty answer for {what}", Outcome.NEUTRAL)
+        return _Failure(f"the FHIR server sent an empty answer for {what}", Outcome.NEUTRAL,
+                        issue="invalid")
     try:
         resource = load_resource(body)  # a Bundle lazily: see wire.py
     except InputError as exc:
         kind = "truncated JSON" if "unexpected end" in str(exc).lower() else "non-JSON"
-        return _Failure(f"the FHIR server sent {kind} for {what}", Outcome.NEUTRAL)
+        return _Failure(f"the FHIR server sent {kind} for {what}", Outcome.NEUTRAL,
+                        issue="invalid")
     if isinstance(resource, Lazy):
         return resource
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        return _Failure(f"the FHIR server sent JSON that is not a FHIR resource for {what}", Outcome.NEUTRAL)
+        return _Failure(f"the FHIR server sent JSON that is not a FHIR resource for {what}", Outcome.NEUTRAL,
+                        issue="invalid")
     return resource
 
 
@@ -364,12 +373,12 @@ async def read_patient(client: SessionClient, patient_id: str) -> dict[str, Any]
     cache, a wrong route) must not get a card about this one built on someone else's chart."""
     patient = await client.get_json(f"Patient/{patient_id}", priority=PATIENT)
     if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
-        raise FhirServerError(f"Patient/{patient_id} did not come back as a Patient resource")
+        raise FhirServerError(f"Patient/{patient_id} did not come back as a Patient resource", "invalid")
     got = patient.get("id")
     if not isinstance(got, str) or not got:
         raise FhirServerError(f"the FHIR server answered the read of Patient/{patient_id} with a Patient without "
-                              "an id; refused")
+                              "an id; refused", "invalid")
     if got != patient_id:  # the other id is not shown: it names another patient
         raise FhirServerError(f"the FHIR server answered the read of Patient/{patient_id} with another patient; "
-                              "refused")
+                              "refused", "invalid")
     return patient

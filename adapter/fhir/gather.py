@@ -263,7 +263,8 @@ async def _within(jobs: dict[str, Awaitable[Any]], deadline_s: float) -> dict[st
         if task in done:
             out[key] = task.exception() if task.exception() is not None else task.result()
         else:
-            out[key] = FhirServerError(f"the FHIR server did not answer within the {deadline_s:g} s deadline")
+            out[key] = FhirServerError(f"the FHIR server did not answer within the {deadline_s:g} s deadline",
+                                       "timeout")
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
     return out
@@ -273,5 +274,5 @@ def _as_server_error(exc: BaseException) -> FhirServerError:
     if isinstance(exc, FhirServerError):
         return exc
     if isinstance(exc, ValueError):  # fhirpy refusing a URL that is not on the server: not repeated, it may
-        return FhirServerError("the FHIR server sent an unsafe or invalid URL; not followed")  # carry a key
+        return FhirServerError("the FHIR server sent an unsafe or invalid URL; not followed", "invalid")  # carry a key
     raise exc

@@ -75,4 +75,5 @@ async def invoke(request: Request, caller: Annotated[Caller, Depends(require_cal
         log.info("hook refused", extra={"hook_instance": hook.hook_instance, "status": 412,
                                         "patient_hash": service.patient_key(hook.fhir_server, hook.patient_id),
                                         "reason": str(exc).replace(hook.patient_id, "[patient]")})
-        return operation_outcome(412, str(exc))
+        issue = exc.issue if isinstance(exc, FhirServerError) else "invalid"  # InputError: the Patient is not valid
+        return operation_outcome(412, str(exc), issue)
