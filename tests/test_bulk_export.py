@@ -209,9 +209,11 @@ def test_cancel_deletes_the_job_on_the_server(server: SekmetServer, tmp_path: Pa
     assert list(tmp_path.iterdir()) == []  # no state left to resume a deleted job from
 
 
-def test_ctrl_c_cancels_a_running_export(server: SekmetServer, tmp_path: Path) -> None:
-    # the Ctrl-C is the child's own SIGINT, sent when it starts waiting for the job, with Python's own handler
-    # (a test run started in the background inherits SIGINT ignored: the export then ran to its end)
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_cancels_a_running_export(signame: str, server: SekmetServer, tmp_path: Path) -> None:
+    # the signal is the child's own, sent when it starts waiting for the job: Ctrl-C with Python's own handler
+    # (a test run started in the background inherits SIGINT ignored: the export then ran to its end), or the
+    # SIGTERM a scheduler or `kill` sends — either way the job is deleted on the server, not left running
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         from pathlib import Path
@@ -222,7 +224,7 @@ def test_ctrl_c_cancels_a_running_export(server: SekmetServer, tmp_path: Path) -
             if event.phase == "waiting":
                 state = json.loads((Path({str(tmp_path)!r}) / {STATE_NAME!r}).read_text())
                 print("waiting", state["status_url"], flush=True)
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.{signame})
         try:
             fetch_population({server.base_url!r}, Path({str(tmp_path)!r}), progress=said)
         except ExportCancelledError as exc:

@@ -10,7 +10,7 @@ only bounded (`MAX_DIAGNOSTICS_CHARS`).
     ├── KickoffRefusedError      the kick-off was answered 4xx (the OperationOutcome's diagnostics)
     ├── ExportFailedError        the export job failed, vanished, or its manifest is unusable
     ├── ExportTimeoutError       a request, or the whole export, took longer than allowed
-    ├── ExportCancelledError     Ctrl-C: the server was asked (DELETE) to drop the job
+    ├── ExportCancelledError     Ctrl-C or SIGTERM: the server was asked (DELETE) to drop the job
     ├── UnsafeUrlError           a URL from the server is off the allowed server (or a redirect is)
     ├── ResponseTooLargeError    a JSON answer (status, manifest, page) over its bound
     ├── DestinationError         the destination folder holds another download, or cannot be written

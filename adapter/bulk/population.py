@@ -10,7 +10,9 @@ asked for are the ones the trial's FHIR searches read (adapter/fhir/scopes.py re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -223,11 +225,29 @@ def fetch_population(
     with a Progress at each step. Timeouts: `timeout` per request, `policy` for the polling.
 
     Rerunning with the same arguments and folder resumes an interrupted export (no second kick-off,
-    finished files kept) and returns a complete one without a request. Ctrl-C DELETEs the export job and
+    finished files kept) and returns a complete one without a request. Ctrl-C or SIGTERM DELETEs the export job and
     raises ExportCancelledError. Every failure is a BulkError (a FhirServerError), bad arguments an
     InputError: one line each for the CLI (exit 2).
     """
-    return asyncio.run(afetch_population(
+    return asyncio.run(_cancelled_by_sigterm(afetch_population(
         base_url, dest_dir, group=group, auth=auth, token=token, progress=progress,
         use_search_fallback=use_search_fallback, trial=trial, allowed_file_origins=allowed_file_origins,
-        since=since, as_of=as_of, scan_all=scan_all, policy=policy, timeout=timeout))
+        since=since, as_of=as_of, scan_all=scan_all, policy=policy, timeout=timeout)))
+
+
+async def _cancelled_by_sigterm(job: Awaitable[PopulationDownload]) -> PopulationDownload:
+    """Run `job`; SIGTERM (a scheduler stopping the run, `kill`) cancels it as Ctrl-C does under
+    asyncio.run — the export job is DELETEd on the server, not left running there. Only in the main
+    thread, where signal handlers can be set; elsewhere SIGTERM keeps its own meaning."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    handled = False
+    if task is not None:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            handled = True
+    try:
+        return await job
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)
