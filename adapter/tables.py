@@ -81,6 +81,9 @@ class InputSpec:
     # error, and the unit a value is shown in when it differs from the UCUM one (copies/mL for /mL)
     unit_aliases: tuple[str, ...] | None = None
     plausible: tuple[float, float] | None = None
+    # the range in `unit` a reference range's upper limit (a ULN) must lie in to be used (a unit slip in
+    # the range would otherwise flip a ULN criterion)
+    uln_plausible: tuple[float, float] | None = None
     display_unit: str | None = None
     # the component (its code) whose value is the input's value when present (tumor size: its longest
     # dimension, mCODE TumorSize), else valueQuantity
@@ -122,15 +125,17 @@ def _unit_facts(input_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"{where}.unit_aliases: no alias set {unknown[0]!r} in units.yaml")
         out["unit_aliases"] = names
-    rng = spec.get("plausible")
-    if rng is not None:
+    for name in ("plausible", "uln_plausible"):
+        rng = spec.get(name)
+        if rng is None:
+            continue
         try:
             lo, hi = float(rng["min"]), float(rng["max"])
         except (TypeError, KeyError, ValueError) as exc:
-            raise ValueError(f"{where}.plausible: needs numbers `min` and `max`") from exc
+            raise ValueError(f"{where}.{name}: needs numbers `min` and `max`") from exc
         if not lo <= hi or not rng.get("source") or spec.get("unit") is None:
-            raise ValueError(f"{where}.plausible: needs min <= max, a `source` and the input's `unit`")
-        out["plausible"] = (lo, hi)
+            raise ValueError(f"{where}.{name}: needs min <= max, a `source` and the input's `unit`")
+        out[name] = (lo, hi)
     return out
 
 

@@ -11,6 +11,7 @@ a record of 2,000 Observations uses a handful of distinct units.
 
 from __future__ import annotations
 
+import math
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -198,15 +199,22 @@ def quantity_factor(
 ) -> tuple[float, str]:
     """Factor for a FHIR Quantity: UCUM `code` first, then the free-text `unit`.
 
-    Returns the factor and the spelling that was used.
+    Returns the factor and the spelling that was used. When both convert but to different values
+    (code µmol/L, unit mg/dL) the Quantity contradicts itself: which one the number is in cannot be
+    told, so it is refused rather than read by the code and shown by the text.
     """
     errors: list[str] = []
+    found: list[tuple[float, str]] = []
     for spelling in (code, text):
         if isinstance(spelling, str) and spelling.strip():
             try:
-                return factor(spelling.strip(), target, analyte, kind, aliases), spelling.strip()
+                found.append((factor(spelling.strip(), target, analyte, kind, aliases), spelling.strip()))
             except UnitError as exc:
                 errors.append(str(exc))
+    if len(found) == 2 and not math.isclose(found[0][0], found[1][0], rel_tol=1e-9):
+        raise UnitError(f"the UCUM code '{found[0][1]}' and the unit '{found[1][1]}' disagree")
+    if found:
+        return found[0]
     if not errors:
         raise UnitError("no unit")
     raise UnitError(errors[0])

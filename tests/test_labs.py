@@ -257,3 +257,15 @@ def test_hemoglobin_sent_in_milliequivalents_is_unknown_not_converted() -> None:
     report = evaluate(asps(), lab("718-7", 9, "mEq/L", ucum="meq/L"))
     result = next(c for c in report.criteria if c.id == "hemoglobin")
     assert result.status == "unknown", (result.status, result.note)
+
+
+def test_a_quantity_whose_ucum_code_and_unit_disagree_is_unknown() -> None:
+    # 29 with code umol/L and unit mg/dL: 1.7 mg/dL (met) or 29 mg/dL (not met) — which one cannot be told
+    obs = lab("1975-2", 29, "mg/dL", ucum="mg/dL")
+    obs["valueQuantity"]["code"] = "umol/L"
+    result = evaluate(asps(), obs).criterion("total-bilirubin")
+    assert result.status == "unknown", result
+    assert "the UCUM code 'umol/L' and the unit 'mg/dL' disagree" in (result.note or "")
+    # the same unit spelt two ways (a UCUM code and a lab's text) agrees
+    spelt = lab("777-3", 150, "K/uL", ucum="10*3/uL")
+    assert evaluate(asps(), spelt).criterion("platelets").status == "met"

@@ -128,3 +128,69 @@ def test_creatinine_for_the_wrong_sex_does_not_decide_the_renal_criterion() -> N
     assert "exceeds 1.5 x ULN" in (woman.note or "")
     unsexed = evaluate(asps(), obs, gender=None).criterion("renal-function")
     assert unsexed.status == "unknown" and "depends on which reference range applies" in (unsexed.note or "")
+
+
+def test_a_range_that_cannot_be_read_never_lets_the_default_uln_decide() -> None:
+    # her ULN is 1.0 (1.7 = 1.7 x, not met); with the female range unreadable, the default 1.2 (1.42 x)
+    # would have said met: each of these is unknown, saying why
+    female_high_as_text = {"high": {"value": "1.0", "unit": "mg/dL"}, "appliesTo": [FEMALE]}
+    broken: dict[str, Any] = {
+        "a number sent as a string": [{"high": mg_dl(1.3), "appliesTo": [MALE]}, female_high_as_text],
+        "referenceRange an object": {"high": mg_dl(1.0)},
+        "a list of strings": ["0.1-1.0 mg/dL"],
+        "the range only as text": [{"text": "0.1-1.0 mg/dL"}],
+        "a comparator on high": [{"high": {**mg_dl(1.0), "comparator": "<"}}],
+        "an empty range": [{}],
+        "low above high": [{"low": mg_dl(2.0), "high": mg_dl(1.0)}],
+    }
+    for case, ranges in broken.items():
+        obs = lab("1975-2", 1.7, "mg/dL", ucum="mg/dL")
+        obs["referenceRange"] = ranges
+        result = evaluate(asps(), obs, gender="female").criterion("total-bilirubin")
+        assert result.status == "unknown", (case, result)
+        assert "cannot use the reference range" in (result.note or ""), (case, result)
+        assert "assumed ULN" not in (result.observed or ""), case
+
+
+def test_an_implausible_uln_is_a_unit_slip_not_a_limit() -> None:
+    # 17 "mg/dL" is the umol/L ULN labelled mg/dL: bilirubin 5.0 would pass at 0.29 x; 0.01 would fail 80 x
+    for value, high in ((5.0, 17.0), (0.8, 0.01)):
+        result = evaluate(asps(), bilirubin(value, {"high": mg_dl(high)})).criterion("total-bilirubin")
+        assert result.status == "unknown", (high, result)
+        assert "not a plausible ULN for total bilirubin" in (result.note or "")
+    # a range that only may be the normal one (typed 'Critical') and has no possible ULN is left out
+    critical = {"high": mg_dl(15.0), "type": {"text": "Critical"}}
+    result = evaluate(asps(), bilirubin(1.6, {"high": mg_dl(1.0)}, critical)).criterion("total-bilirubin")
+    assert result.status == "not-met" and "1.6 x ULN" in (result.observed or ""), result
+
+
+def test_a_fractional_age_bound_is_an_exact_age() -> None:
+    # bands to 17.49 years (ULN 0.7) and from 17.5 (ULN 1.2): at 17 years 10 months the adult band applies
+    ranges = ({"high": mg_dl(0.7), "age": years(0, 17.49)}, {"high": mg_dl(1.2), "age": years(17.5, None)})
+    result = evaluate(asps(), bilirubin(1.6, *ranges), birth_date="2009-01-14").criterion("total-bilirubin")
+    assert result.status == "met" and "ULN 1.2 mg/dL" in (result.observed or ""), result
+    # an age unit spelled as text ('Years') is read like its UCUM code
+    spelled = {"high": mg_dl(1.0), "age": {"low": {"value": 18, "unit": "Years"}}}
+    adult = evaluate(asps(), bilirubin(1.6, spelled), birth_date="1990-05-02").criterion("total-bilirubin")
+    assert adult.status == "not-met" and "ULN 1 mg/dL" in (adult.observed or ""), adult
+
+
+def test_the_same_range_twice_is_one_uln_and_thousands_of_ranges_stay_readable() -> None:
+    twice = evaluate(asps(), bilirubin(1.6, {"high": mg_dl(1.0)}, {"high": mg_dl(1.0)})).criterion("total-bilirubin")
+    assert twice.status == "not-met" and twice.note == "above 1.5 x ULN", twice
+    many = [{"high": mg_dl(1.0 + k / 1000), "appliesTo": [{"text": f"population {k}"}]} for k in range(2000)]
+    result = evaluate(asps(), bilirubin(1.6, *many)).criterion("total-bilirubin")
+    assert result.status == "unknown"
+    assert len(result.note or "") < 600 and "more" in (result.note or ""), len(result.note or "")
+    assert len(result.observed or "") < 300
+
+
+def test_renal_notes_say_the_clearance_is_below_30_when_it_is() -> None:
+    # creatinine 1.7 with sex-specific ranges and no recorded sex: its branch is undecided; CrCl is computed
+    # (60 kg, 165 cm, 80 years) and below 30 everywhere: the note must not say it 'spans' 30
+    obs = lab("2160-0", 1.7, "mg/dL", ucum="mg/dL")
+    obs["referenceRange"] = [{"high": mg_dl(1.3), "appliesTo": [MALE]}, {"high": mg_dl(0.9), "appliesTo": [FEMALE]}]
+    weight, height = lab("29463-7", 40, "kg", ucum="kg"), lab("8302-2", 165, "cm", ucum="cm")
+    result = evaluate(asps(), obs, weight, height, gender=None, birth_date="1936-01-01").criterion("renal-function")
+    assert result.status == "unknown", result
+    assert "is below 30" in (result.note or "") and "spans 30" not in (result.note or ""), result.note

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..interval import Interval
 from ..mapping.facts import Facts
 from ..mapping.observations import Selection
-from ..mapping.reference_ranges import Patient, read_ranges, within
+from ..mapping.reference_ranges import Patient, listed, read_ranges, within
 from ..mapping.values import Measurement
 from ..tables import observations
 from ..units import factor
@@ -117,20 +117,20 @@ def upper_limit(m: Measurement, default: Quantity, input_id: str, facts: Facts) 
     if reading.problem:
         return f"cannot use the reference range of {m.original}: {reading.problem}"
     limits = reading.limits
-    if len(limits) == 1 and reading.certain:
+    if len({lim.value for lim in limits}) == 1 and reading.certain:
         return Uln((limits[0].value,), f"ULN {limits[0].shown}", None)
     assert spec.unit is not None
     uln = default.value * factor(default.unit, spec.unit, spec.analyte, spec.kind, spec.unit_aliases)
     shown = f"assumed ULN {fmt(default.value)} {default.unit}"
     if limits:
-        each = "; ".join(lim.shown + (f" for {lim.population}" if lim.population else "") for lim in limits)
+        each = listed([lim.shown + (f" for {lim.population}" if lim.population else "") for lim in limits], "; ")
         values = {lim.value for lim in limits} | (set() if reading.certain else {uln})
         texts = [lim.shown for lim in limits]
         if not reading.certain:
             texts.append(f"the trial default {fmt(default.value)} {default.unit}")
         why = ("which of the result's reference ranges applies to this patient is not known" if reading.certain
                else "no reference range on the result surely applies to this patient")
-        return Uln(tuple(sorted(values)), "ULN " + " or ".join(dict.fromkeys(texts)),
+        return Uln(tuple(sorted(values)), "ULN " + listed(texts, " or "),
                    f"{why} ({each}): decided only where every possible ULN gives the same answer")
     why = reading.passed_over or "no reference range on the result"
     return Uln((uln,), shown, f"{shown} ({why}; trial default, {default.source})")

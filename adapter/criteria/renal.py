@@ -71,7 +71,7 @@ def evaluate(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResul
     uln = upper_limit(scr, p.default_uln, p.input, facts)
     a_problem = uln if isinstance(uln, str) else None
     branch_a = None if isinstance(uln, str) else uln.within(value, k)
-    ratio = (None if isinstance(uln, str) else uln.ratio(value)) or scr.original
+    ratio = None if isinstance(uln, str) else uln.ratio(value)  # '1.67 x ULN'; None without a single ULN
     uln_text, assumed = ("reference range unreadable", None) if isinstance(uln, str) else (uln.shown, uln.note)
 
     # Branch B: Cockcroft-Gault, normalised to 1.73 m²
@@ -81,19 +81,20 @@ def evaluate(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResul
 
     status: Status
     if branch_a is True:
-        status, why = "met", f"creatinine branch met ({ratio} <= {fmt(k)} x ULN)"
+        status, why = "met", f"creatinine branch met ({ratio or scr.original} <= {fmt(k)} x ULN)"
     elif branch_b is True:
         status, why = "met", f"Cockcroft-Gault branch met ({crcl_text} >= {fmt(crcl_min)})"
     elif branch_a is False and branch_b is False:
-        status, why = "not-met", (f"creatinine {scr.original} is {ratio} (> {fmt(k)} x ULN) and "
-                                  f"{crcl_text} is below {fmt(crcl_min)}")
+        above = f"is {ratio} (> {fmt(k)} x ULN)" if ratio else f"is above {fmt(k)} x ULN"
+        status, why = "not-met", f"creatinine {scr.original} {above} and {crcl_text} is below {fmt(crcl_min)}"
     else:
         status = decide(None)
-        a_text = a_problem or (f"creatinine {ratio} exceeds {fmt(k)} x ULN" if branch_a is False
+        a_text = a_problem or (f"creatinine {ratio or scr.original} exceeds {fmt(k)} x ULN" if branch_a is False
                                else f"creatinine {scr.original} against {fmt(k)} x ULN depends on which "
                                     "reference range applies" if value.is_point
                                else f"creatinine {scr.original} spans {fmt(k)} x ULN")
-        b_text = b_why or (f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
+        b_text = b_why or (f"{crcl_text} is below {fmt(crcl_min)}" if branch_b is False
+                           else f"{crcl_text} spans {fmt(crcl_min)}" if crcl_text else "CrCl not computable")
         why = f"{a_text}; {b_text}"
     observed = f"creatinine {scr.dated}, {uln_text}" + (f"; {crcl_text}" if crcl_text else "")
     adult = p.formula_validated_from_age

@@ -11,15 +11,13 @@ it); `true` from a converted record is read as `undated` too (`legacy_abatement`
 
 from __future__ import annotations
 
-import calendar
 import math
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from ..fhir.elements import fmt_number, number
-from .dates import date_range
+from .dates import add_units, age_quantity, date_range
 
 State = Literal["none", "past", "later", "maybe", "undated"]
 _FHIR_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?")
@@ -39,59 +37,33 @@ def _placed(lo: date, hi: date, as_of: date, text: str) -> Abatement:
     return Abatement("maybe", text)
 
 
-def _add(day: date, n: int, unit: tuple[str, int]) -> date:
-    """`day` plus n units; a day the target month lacks (29 February) rolls to the next month's first,
-    as birthdays do. Past the calendar: date.max."""
-    field, k = unit
-    try:
-        if field == "days":
-            return day + timedelta(days=n * k)
-        year, month = divmod(day.year * 12 + day.month - 1 + n * k * (12 if field == "years" else 1), 12)
-        last = calendar.monthrange(year, month + 1)[1]
-        return date(year, month + 1, last) + timedelta(days=1) if day.day > last else date(year, month + 1, day.day)
-    except (OverflowError, ValueError):
-        return date.max
-
-
-def _age(q: Any, units: dict[str, tuple[str, int]]) -> tuple[float, tuple[str, int], str] | None:
-    """(value, unit, text) of an Age; None when it cannot be read."""
-    if not isinstance(q, dict):
-        return None
-    value = number(q.get("value"))
-    spelled = [s for s in (q.get("code"), q.get("unit")) if isinstance(s, str)]
-    unit = next((u for u in (units.get(s, units.get(s.strip().lower())) for s in spelled) if u), None)
-    if value is None or value < 0 or unit is None:
-        return None
-    return value, unit, f"{fmt_number(value)} {spelled[0]}"
-
-
 def _age_window(low: Any, high: Any, comparator: str | None, birth: tuple[date, date],
                 units: dict[str, tuple[str, int]]) -> tuple[date, date] | None:
     """The days an abatement at an age between `low` and `high` (Age; either may be None) can fall on,
     ages read as completed ages: 54 years is any day from the 54th birthday to the day before the 55th."""
-    lo_age, hi_age = _age(low, units), _age(high, units)
+    lo_age, hi_age = age_quantity(low, units), age_quantity(high, units)
     if (low is not None and lo_age is None) or (high is not None and hi_age is None) or not (lo_age or hi_age):
         return None
     earliest, latest = birth[0], date.max
     if lo_age is not None and comparator not in ("<", "<="):
-        earliest = _add(birth[0], math.floor(lo_age[0]), lo_age[1])
+        earliest = add_units(birth[0], math.floor(lo_age[0]), lo_age[1])
     if hi_age is not None and comparator not in (">", ">="):
         end = math.ceil(hi_age[0]) if comparator == "<" else math.floor(hi_age[0]) + 1
-        latest = max(_add(birth[1], end, hi_age[1]) - timedelta(days=1), birth[1]) if end else birth[1]
+        latest = max(add_units(birth[1], end, hi_age[1]) - timedelta(days=1), birth[1]) if end else birth[1]
     return earliest, latest
 
 
-def _at_age(age: Any, rng: Any, birth_date: str | None, units: dict[str, tuple[str, int]],
+def _atage_quantity(age: Any, rng: Any, birth_date: str | None, units: dict[str, tuple[str, int]],
             as_of: date) -> Abatement:
     """abatementAge (with its comparator) or abatementRange (of ages)."""
     if isinstance(age, dict):
         comparator = age.get("comparator") if isinstance(age.get("comparator"), str) else None
         low = high = age
-        read = _age(age, units)
+        read = age_quantity(age, units)
         text = f"at age {comparator + ' ' if comparator else ''}{read[2] if read else '?'}"
     else:
         comparator, low, high = None, rng.get("low"), rng.get("high")
-        read_low, read_high = _age(low, units), _age(high, units)
+        read_low, read_high = age_quantity(low, units), age_quantity(high, units)
         text = "at age " + " to ".join(r[2] if r else "?" for q, r in ((low, read_low), (high, read_high))
                                        if q is not None)
     birth = date_range(birth_date)
@@ -132,5 +104,5 @@ def abatement(r: dict[str, Any], as_of: date, birth_date: str | None,
         return _placed(*rng, as_of, text.strip()[:10]) if rng else Abatement("undated", f"'{text.strip()}'")
     age, ages = r.get("abatementAge"), r.get("abatementRange")
     if isinstance(age, dict) or (isinstance(ages, dict) and (ages.get("low") or ages.get("high"))):
-        return _at_age(age, ages, birth_date, units, as_of)
+        return _atage_quantity(age, ages, birth_date, units, as_of)
     return Abatement("none")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
+
+from ..fhir.elements import fmt_number, number
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
@@ -93,3 +96,29 @@ def _instant_range(text: str) -> Instant | None:
     start = datetime.combine(days[0], time.min, UTC)
     end = datetime.combine(days[1], time.max, UTC)
     return start, end
+
+
+def add_units(day: date, n: int, unit: tuple[str, int]) -> date:
+    """`day` plus n units; a day the target month lacks (29 February) rolls to the next month's first,
+    as birthdays do. Past the calendar: date.max."""
+    field, k = unit
+    try:
+        if field == "days":
+            return day + timedelta(days=n * k)
+        year, month = divmod(day.year * 12 + day.month - 1 + n * k * (12 if field == "years" else 1), 12)
+        last = calendar.monthrange(year, month + 1)[1]
+        return date(year, month + 1, last) + timedelta(days=1) if day.day > last else date(year, month + 1, day.day)
+    except (OverflowError, ValueError):
+        return date.max
+
+
+def age_quantity(q: Any, units: dict[str, tuple[str, int]]) -> tuple[float, tuple[str, int], str] | None:
+    """(value, unit, text) of an Age; None when it cannot be read."""
+    if not isinstance(q, dict):
+        return None
+    value = number(q.get("value"))
+    spelled = [s for s in (q.get("code"), q.get("unit")) if isinstance(s, str)]
+    unit = next((u for u in (units.get(s, units.get(s.strip().lower())) for s in spelled) if u), None)
+    if value is None or value < 0 or unit is None:
+        return None
+    return value, unit, f"{fmt_number(value)} {spelled[0]}"

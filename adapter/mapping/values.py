@@ -49,7 +49,7 @@ class Measurement:
     unit_error: str | None = None
     from_text: bool = False  # read from valueString ("128 mmol/L"), not a coded Quantity
     # referenceRange and the value's unit: read (and validated) only by the criteria that use a ULN
-    ranges: tuple[Any, ...] = field(default=(), compare=False)
+    ranges: Any = field(default=None, compare=False)  # referenceRange as sent
     value_unit: Any = field(default=None, compare=False)
 
     @property
@@ -133,9 +133,8 @@ def measure(entry: Entry, obs_code: tables.ObservationCode, when: tuple[date, da
                                     spec.unit_aliases)
     except UnitError as exc:
         return Measurement(**base, original=original, unit_error=str(exc))
-    ranges = r.get("referenceRange")
     return _checked(Measurement(**base, original=original, value=raw.scale(factor), unit=spec.unit,
-                                ranges=tuple(ranges) if isinstance(ranges, list) else (), value_unit=q), spec)
+                                ranges=r.get("referenceRange"), value_unit=q), spec)
 
 
 # "128 mmol/L", "<0.2 mg/dL", "7.2 x10E3/uL", "1,250 /uL", "≥ 10": an optional comparator, a number
