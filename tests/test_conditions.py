@@ -397,10 +397,15 @@ def test_an_abatement_of_the_wrong_type_leaves_the_metastasis_current() -> None:
     assert ast_status(liver_mets(abatementBoolean="yes")) == "met"
 
 
-def test_a_code_of_the_wrong_json_type_is_no_evidence() -> None:
+def test_a_code_of_the_wrong_json_type_is_no_evidence_but_never_a_silent_not_applicable() -> None:
+    # coding that is no list: what the Condition records cannot be told — it may be ASPS — so the diagnosis
+    # is unknown (a card asks a person), not "none of the trial's diagnoses" (no card at all)
     broken = asps()
     broken["code"] = {"coding": 5}
-    assert report_of(broken).overall == "not-applicable"
+    report = report_of(broken)
+    assert report.overall == "needs-review" and report.cohort is None
+    assert "cannot be read" in (report.criterion("diagnosis").note or "")
+    # a readable list whose coding has a number for its code: no coding to match (no evidence)
     numbers = asps()
     numbers["code"] = {"coding": [{"system": ICDO3, "code": 9581}]}
     assert report_of(numbers).overall == "not-applicable"

@@ -7,6 +7,7 @@ must leave the same rows, so that what the screen finds never depends on which r
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,25 @@ def test_an_odd_value_is_read_with_json_columns_and_finds_the_same(tmp_path: Pat
     lines = (folder / "Patient.ndjson").read_bytes().splitlines()[:3]
     (again / "Patient.ndjson").write_bytes(b"".join(x + b"\n" for x in lines))
     assert [r for r in chosen if r[1] != "odd"] == _rows(again, typed=True), "the typed read of the other rows"
+
+
+def test_a_condition_whose_code_cannot_be_read_makes_its_patient_a_candidate(tmp_path: Path) -> None:
+    """The engine calls the diagnosis unknown when a Condition's code is no CodeableConcept (its coding an
+    object): it may be ASPS. The narrowing must not drop that patient, or the worklist would miss a
+    needs-review the engine gives — and it stays off the worklist when every code is readable."""
+    from adapter.screen import screen
+    from adapter.synth import fhir as synth
+
+    broken = synth.condition("c-broken", "Patient/p-broken", ICDO3, "9581/3", "Alveolar soft part sarcoma")
+    broken["code"] = {"coding": broken["code"]["coding"][0]}  # an object where FHIR has a list
+    lines = [synth.patient("p-broken", "1990-05-02", "female"), broken,
+             synth.patient("p-plain", "1980-01-01", "male"),
+             synth.condition("c-plain", "Patient/p-plain", "http://snomed.info/sct", "38341003", "Hypertension")]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "all.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    summary = screen(folder, tmp_path / "out", as_of=date(2026, 11, 21), progress=False)
+    rows = orjson.loads((tmp_path / "out" / "worklist.json").read_bytes())["patients"]
+    assert [r["patient"] for r in rows] == ["Patient/p-broken"], rows
+    assert rows[0]["overall"] == "needs-review" and rows[0]["statuses"]["diagnosis"] == "unknown", rows[0]
+    assert summary.candidates == 1

@@ -52,6 +52,12 @@ def diagnosis(facts: Facts, criterion: Criterion, ctx: Context) -> CriterionResu
                           "the protocol asks for histological or cytological confirmation", *notes))
         return CriterionResult(cid, "met", requirement, observed=_cite(best), evidence=refs,
                                note=join(*notes), cohort=cohort)
+    if facts.unreadable_conditions:  # one of them may be the diagnosis: not "none of them is"
+        shown = ", ".join(facts.unreadable_conditions[:3]) + (" …" if len(facts.unreadable_conditions) > 3 else "")
+        return CriterionResult(cid, "unknown", requirement, evidence=list(facts.unreadable_conditions[:3]),
+                               note=f"no diagnosis the trial enrols is readable among the patient's conditions, "
+                                    f"and the code of {shown} cannot be read (coding is not a list of codings): "
+                                    "it may be one; check the chart")
     return CriterionResult(cid, "not-met", requirement,
                            note="none of the diagnoses the trial enrols is among the patient's conditions")
 

@@ -254,3 +254,20 @@ def condition_facts(entries: list[Entry], as_of: date, birth_date: str | None = 
             newest = -since_days[1].toordinal() if since_days else 0
             facts.append(((not fact.confirmed, not verified, newest, entry.ref or "", coding, display), fact))
     return [fact for _, fact in sorted(facts, key=lambda kf: kf[0])]
+
+
+def unreadable_codes(entries: list[Entry]) -> list[str]:
+    """The Conditions whose `code` is there but is no CodeableConcept a code can be read from (a string,
+    or `coding` an object, not a list): what they record cannot be told — it may be a diagnosis the trial
+    enrols. A code with text only is readable: it names no code (words are never interpreted). The
+    screen's narrowing (adapter/screen/narrow.py, spark.py) makes such a patient a candidate too."""
+    out = []
+    for entry in entries:
+        r = entry.resource
+        code = r.get("code") if isinstance(r, dict) else None
+        if code is None:
+            continue
+        coding = code.get("coding") if isinstance(code, dict) else None
+        if not isinstance(code, dict) or (coding is not None and not isinstance(coding, list)):
+            out.append(entry.ref or "a Condition")
+    return sorted(out)

@@ -9,7 +9,7 @@ from datetime import date
 from ..fhir.queries import CONDITIONS_KEY, MEDICATION_SEARCHES
 from ..fhir.record import PatientRecord
 from ..tables import observations
-from .conditions import ConditionFact, condition_facts
+from .conditions import ConditionFact, condition_facts, unreadable_codes
 from .dates import age_range, date_range
 from .history import HistoryAssertion, metastatic_history
 from .medications import Exposure, ici_exposures
@@ -30,6 +30,7 @@ class Facts:
     record_notes: list[str] = field(default_factory=list)
     deceased: str | None = None  # "deceased (2026-10-02)" when dead on the evaluation date, else None
     metastatic_history: list[HistoryAssertion] = field(default_factory=list)  # mCODE, newest first
+    unreadable_conditions: list[str] = field(default_factory=list)  # references: code not readable
 
     def having(self, set_id: str) -> list[ConditionFact]:
         return [c for c in self.conditions if c.set_id == set_id]
@@ -85,4 +86,5 @@ def build_facts(record: PatientRecord, as_of: date, lookback_days: int) -> Facts
         record_notes=list(record.dropped),
         deceased=deceased_on(record.patient, as_of),
         metastatic_history=metastatic_history(index),
+        unreadable_conditions=unreadable_codes(record.of_type("Condition")),
     )

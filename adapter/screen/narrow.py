@@ -100,7 +100,12 @@ EXTENSIONS = '[{"url": "VARCHAR", "valueCodeableConcept": {"coding": ' + CODINGS
 
 def _narrowing_columns(code: str, extension: str, meta: str, *, typed: bool = False) -> str:
     """`codings` (system, code) and `profiles` of a Condition, from its `code`, `extension`, `meta` (JSON,
-    or read typed as FHIR's shapes)."""
+    or read typed as FHIR's shapes), and `unreadable`: its code is no CodeableConcept a code can be read
+    from (the engine's mapping/conditions.py `unreadable_codes`: the diagnosis is then unknown, so the
+    patient is a candidate). A typed read has FHIR's shapes only: nothing is unreadable there."""
+    unreadable = "false" if typed else (
+        f"type = 'Condition' AND coalesce(json_type({code}) <> 'NULL' AND (json_type({code}) <> 'OBJECT' "
+        f"OR coalesce(json_type({code}, '$.coding') NOT IN ('ARRAY', 'NULL'), false)), false)")
     if typed:
         code, meta = f"{code}.coding", f"{meta}.profile"
     else:
@@ -109,7 +114,7 @@ def _narrowing_columns(code: str, extension: str, meta: str, *, typed: bool = Fa
         meta = f"json_transform({meta}, '{{\"profile\": [\"VARCHAR\"]}}').profile"
     return (f"CASE WHEN type = 'Condition' THEN list_concat({code}, flatten([e.valueCodeableConcept.coding "
             f"FOR e IN {extension} IF e.url = $histology])) END AS codings, "
-            f"CASE WHEN type = 'Condition' THEN {meta} END AS profiles")
+            f"CASE WHEN type = 'Condition' THEN {meta} END AS profiles, {unreadable} AS unreadable")
 
 
 def _insert_read(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], codes: CohortCodes, typed: bool) -> None:
@@ -131,7 +136,7 @@ def scan_files(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], codes: C
     a third faster); a value of another shape stops that read (the statement leaves nothing behind), and
     the files are read again with the JSON columns, where such a value is NULL: the same rows either way."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SCAN} (type VARCHAR, id VARCHAR, ref VARCHAR, "
-                "codings STRUCT(system VARCHAR, code VARCHAR)[], profiles VARCHAR[])")
+                "codings STRUCT(system VARCHAR, code VARCHAR)[], profiles VARCHAR[], unreadable BOOLEAN)")
     if not files:
         return
     try:
@@ -154,8 +159,8 @@ def scan_lines(con: duckdb.DuckDBPyConnection, table: str, codes: CohortCodes) -
 
 
 def _coded_refs(con: duckdb.DuckDBPyConnection, codes: CohortCodes) -> list[str]:
-    """Subject references of the Conditions with a cohort code (in code or histology) or profile: those
-    found by code, then those found by profile."""
+    """Subject references of the Conditions with a cohort code (in code or histology), a code that cannot be
+    read, or a cohort profile: in that order."""
     distinct = con.execute(f"SELECT DISTINCT c.system, c.code FROM (SELECT unnest(codings) AS c FROM {SCAN} "
                            "WHERE ref IS NOT NULL) WHERE c.system IS NOT NULL AND c.code IS NOT NULL").fetchall()
     matched = [{"system": system, "code": code} for system, code in distinct if codes.matches(system, code)]
@@ -163,6 +168,8 @@ def _coded_refs(con: duckdb.DuckDBPyConnection, codes: CohortCodes) -> list[str]
         SELECT DISTINCT ref FROM (SELECT ref, unnest(codings) AS c FROM {SCAN} WHERE ref IS NOT NULL)
         WHERE c IN (SELECT unnest($matched))
     """, {"matched": matched}).fetchall()] if matched else []
+    refs += [r for (r,) in con.execute(f"SELECT DISTINCT ref FROM {SCAN} WHERE unreadable AND ref IS NOT NULL "
+                                       "ORDER BY ref").fetchall()]
     if codes.profiles:
         refs += [r for (r,) in con.execute(f"""
             SELECT DISTINCT ref FROM {SCAN}
@@ -177,7 +184,7 @@ def coded_patients(refs: Iterable[str]) -> tuple[set[str], int]:
     engine attributes them), and how many of those references are absolute or urn (each engine's count)."""
     coded: set[str] = set()
     not_relative = 0
-    for ref in refs:
+    for ref in dict.fromkeys(refs):  # a reference found twice (by code and by profile) counts once
         key = reference_key(ref)
         if key.startswith("Patient/"):
             coded.add(key.removeprefix("Patient/"))

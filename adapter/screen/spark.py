@@ -209,7 +209,7 @@ def _literal_map(entries: dict[str, Column]) -> Column:
 
 def _coded_refs(scan: DataFrame, codes: CohortCodes) -> list[str]:
     """Subject references of the Conditions with a cohort code (in code or histology) or profile, as
-    narrow.py's `_coded_refs` lists them (the references found by code, then those found by profile)."""
+    narrow.py's `_coded_refs` lists them (found by code, by a code that cannot be read, by profile)."""
     cond = scan.where((F.col("type") == "Condition") & F.col("ref").isNotNull())
     in_code = cond.select("ref", F.explode(_array(F.get_json_object("code", "$.coding"))).alias("c"))
     extensions = cond.select("ref", F.explode(_array(F.col("extension"))).alias("e"))
@@ -229,14 +229,19 @@ def _coded_refs(scan: DataFrame, codes: CohortCodes) -> list[str]:
         codes_of = _literal_map({k: F.array(*map(F.lit, v)) for k, v in by_system.items()})
         found.append(codings.where(F.array_contains(F.try_element_at(codes_of, F.col("system")), F.col("code")))
                      .select("ref").distinct().withColumn("by", F.lit(0)))
+    # a code that is no CodeableConcept (narrow.py's `unreadable`): the engine's diagnosis is then unknown
+    coding = F.get_json_object("code", "$.coding")
+    unreadable = F.col("code").isNotNull() & (~F.ltrim("code").startswith("{") | (
+        coding.isNotNull() & ~F.ltrim(coding).startswith("[")))
+    found.append(cond.where(unreadable).select("ref").distinct().withColumn("by", F.lit(1)))
     if codes.profiles:
         profiles = cond.select("ref", F.explode(_array(F.get_json_object("meta", "$.profile"))).alias("p"))
         found.append(profiles.where(F.substring_index("p", "|", 1).isin(sorted(codes.profiles)))
-                     .select("ref").distinct().withColumn("by", F.lit(1)))
-    if not found:
-        return []
-    both = found[0] if len(found) == 1 else found[0].unionByName(found[1])
-    return [r["ref"] for r in sorted(both.collect(), key=lambda r: r["by"])]
+                     .select("ref").distinct().withColumn("by", F.lit(2)))
+    both = found[0]
+    for more in found[1:]:
+        both = both.unionByName(more)
+    return [r["ref"] for r in sorted(both.collect(), key=lambda r: (r["by"], r["ref"]))]
 
 
 def _narrow(scan: DataFrame, codes: CohortCodes, sources: Sources) -> Narrowed:
