@@ -12,6 +12,7 @@ import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,18 +116,70 @@ def test_reading_every_condition_also_finds_a_histology_only_diagnosis(server: S
     assert sorted(resources) == sorted([*SARCOMA, "hist-only"]) and download.patients == len(SARCOMA) + 1
 
 
-def test_a_failed_fetch_leaves_no_partial_population(server: SekmetServer, tmp_path: Path) -> None:
+def test_a_failed_fetch_leaves_no_partial_population_and_the_rerun_goes_on_where_it_stopped(
+        server: SekmetServer, tmp_path: Path) -> None:
+    """The server fails after the first batch of patients: no finished NDJSON is left (a population with a
+    patient missing would give a wrong `screened`), the written batch is kept; the same command, once the
+    server is well, fetches only the patients not yet written — and the folder is the one an uninterrupted
+    run writes, byte for byte."""
+    import itertools
+
+    from adapter.bulk.search import PARALLEL_PATIENTS
+
+    calls = itertools.count()
+
+    def fail_after_one_batch(h: fault.FaultyHandler) -> None:  # one MedicationStatement search a patient
+        if next(calls) < PARALLEL_PATIENTS:
+            h.forward()
+        else:
+            fault.status(500)(h)
+
     proxy = no_export(server)
-    proxy.script("MedicationStatement", fault.status(500))
+    proxy.script("MedicationStatement", fail_after_one_batch)
     with proxy.running():
-        with pytest.raises(SearchFailedError, match="answered 500"):
+        with pytest.raises(SearchFailedError, match=r"answered 500.*rerun the same command"):
             fetch_population(proxy.base_url, tmp_path)
-        assert not [p for p in tmp_path.iterdir() if ".ndjson" in p.name]
-        assert json.loads((tmp_path / STATE_NAME).read_text())["complete"] is False
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".ndjson")]
+        state = json.loads((tmp_path / STATE_NAME).read_text())
+        assert state["complete"] is False and state["search"]["done"] == PARALLEL_PATIENTS
         proxy.heal()
         proxy.script("metadata", without_export)
+        before = proxy.count("Patient")
         download = fetch_population(proxy.base_url, tmp_path)  # the same command, once the server is well
+        assert proxy.count("Patient") - before == len(SARCOMA) - PARALLEL_PATIENTS  # the rest only
     assert download.patients == len(SARCOMA)
+    with no_export(server).running() as whole:
+        fetch_population(whole.base_url, tmp_path / "whole")
+    for name in sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".ndjson")):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_crash_mid_batch_resumes_from_the_last_whole_batch(server: SekmetServer, tmp_path: Path) -> None:
+    """Killed while a batch was being written (the part files hold more than the checkpoint says): the
+    rerun cuts them back and writes that batch again — each resource once."""
+    with no_export(server).running() as proxy:
+        def crash_at_second_batch(event: Any) -> None:
+            if event.phase == "fetching" and event.done == PARALLEL_PATIENTS:
+                for part in tmp_path.glob("*.part"):  # a half-written next batch
+                    with part.open("ab") as fh:
+                        fh.write(b'{"resourceType":"Observation","id":"half-writ')
+                raise CrashError
+
+        from adapter.bulk.search import PARALLEL_PATIENTS
+
+        class CrashError(Exception):
+            pass
+
+        with pytest.raises(CrashError):
+            fetch_population(proxy.base_url, tmp_path, progress=crash_at_second_batch)
+        assert list(tmp_path.glob("*.part")), "a crash leaves the written batch for the rerun"
+        download = fetch_population(proxy.base_url, tmp_path)
+    assert download.patients == len(SARCOMA)
+    resources, _ = by_patient(tmp_path)
+    assert sorted(resources) == SARCOMA
+    keys = [(r["resourceType"], r["id"]) for rs in resources.values() for r in rs]
+    assert len(keys) == len(set(keys))
 
 
 def test_a_finished_search_is_not_repeated(server: SekmetServer, tmp_path: Path) -> None:

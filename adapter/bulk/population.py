@@ -15,7 +15,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +34,7 @@ from .auth import BackendServicesAuth, BackendServicesConfig
 from .errors import DestinationError, ExportNotSupportedError
 from .export import ERRORS_DIR, Exporter, ExportRequest, PollPolicy, Progress, ProgressFn
 from .http import AllowedServer, SafeHttp, Sleep, TokenSource, origin_of
-from .search import search_population
+from .search import SearchProgress, search_population
 from .state import SOURCE_NAME, ExportState, FileRecord, load_state, prepare, write_private
 
 log = logging.getLogger("axiom_cds.bulk")
@@ -180,7 +180,8 @@ def _done(progress: ProgressFn | None, download: PopulationDownload) -> None:
 async def _by_search(base: str, dest: Path, definition: Trial, wanted: Wanted, source: TokenSource | None,
                      group: str | None, as_of: date | None, scan_all: bool, progress: ProgressFn | None,
                      timeout: float, reason: str, previous: ExportState | None) -> PopulationDownload:
-    """The search fallback, resumable only as a whole: a complete earlier run is returned as it is."""
+    """The search fallback: a complete earlier run is returned as it is; an interrupted one (a crash, a
+    failed fetch) goes on from its last whole batch of patients (search.py SearchProgress)."""
     signature = f"search {base} group={group} trial={definition.id} as_of={as_of} scan_all={scan_all}"
     if previous is not None and previous.request == signature and previous.complete:
         files = tuple(sorted(previous.files.values(), key=lambda f: f.name))
@@ -192,14 +193,21 @@ async def _by_search(base: str, dest: Path, definition: Trial, wanted: Wanted, s
     if previous is None and any(p.name.endswith((".ndjson", ".ndjson.gz")) or p.name in (SOURCE_NAME, ERRORS_DIR)
                                 for p in dest.iterdir()):
         raise DestinationError(f"{dest} already holds NDJSON files but no download state: choose an empty folder")
-    state = ExportState(server=base, request=signature, method="search",
-                        kicked_off=datetime.now(UTC).isoformat(timespec="seconds"))
+    resume = SearchProgress(**previous.search) if previous is not None and previous.search else None
+    state = previous if resume is not None and previous is not None else ExportState(
+        server=base, request=signature, method="search", kicked_off=datetime.now(UTC).isoformat(timespec="seconds"))
     state.save(dest)
+
+    def checkpoint(progress_now: SearchProgress) -> None:
+        state.search = asdict(progress_now)
+        state.save(dest)
+
     token: Callable[[], Awaitable[str]] | None = source.token if source is not None else None
     result = await search_population(base, dest, definition, wanted, token=token, group=group, as_of=as_of,
-                                     scan_all=scan_all, progress=progress, timeout=timeout)
+                                     scan_all=scan_all, progress=progress, timeout=timeout, resume=resume,
+                                     checkpoint=checkpoint)
     state.files = {f.name: f for f in result.files}
-    state.patients, state.complete = result.patients, True
+    state.patients, state.complete, state.search = result.patients, True, None
     state.save(dest)
     files = tuple(result.files)
     return PopulationDownload(dest, "search", shown(base), group, state.kicked_off, files, _counts(files),

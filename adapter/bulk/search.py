@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,7 +44,7 @@ from ..fhir.wire import FHIR_ID, reference_key
 from ..trials import Trial
 from .errors import SearchFailedError
 from .export import Progress, ProgressFn
-from .state import FileRecord, create_private
+from .state import FileRecord, append_private, create_private
 
 log = logging.getLogger("axiom_cds.bulk")
 
@@ -206,6 +207,17 @@ async def patient_resources(client: SessionClient, patient_id: str, wanted: Want
     return list(out.values())
 
 
+@dataclass
+class SearchProgress:
+    """How far a search fallback got: the patients found (None: not yet), how many of them are written,
+    and the size of each part file then. Saved after every batch, so a rerun after a crash or a failed
+    fetch goes on from the last whole batch instead of fetching every patient again."""
+
+    ids: list[str] | None = None
+    done: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
 class NdjsonWriter:
     """One `Type-1.ndjson` per resource type, written as `.part` and renamed by `close`; each resource once."""
 
@@ -214,6 +226,47 @@ class NdjsonWriter:
         self.handles: dict[str, BinaryIO] = {}
         self.counts: dict[str, int] = {}
         self.seen: set[tuple[str, str]] = set()
+
+    def resume(self, sizes: dict[str, int]) -> bool:
+        """Reopen the part files as a checkpoint left them (cut back to its sizes: what was written after
+        it is written again), with what they hold; False when one is missing or shorter (start again)."""
+        parts = {p.name.removesuffix("-1.ndjson.part"): p for p in self.dest.glob("*-1.ndjson.part")}
+        if any(kind not in parts or parts[kind].stat().st_size < size for kind, size in sizes.items()):
+            return False
+        for kind, part in parts.items():
+            if kind not in sizes:
+                part.unlink()
+                continue
+            with part.open("rb") as fh:
+                kept = fh.read(sizes[kind]).splitlines()
+            self.counts[kind] = len(kept)
+            for line in kept:
+                rid = orjson.loads(line).get("id")
+                if rid is not None:
+                    self.seen.add((kind, str(rid)))
+            self.handles[kind] = append_private(part, sizes[kind])
+        return True
+
+    def checkpoint(self) -> dict[str, int]:
+        """Everything written so far on disk (flushed and synced); the part files' sizes."""
+        sizes = {}
+        for kind, handle in self.handles.items():
+            handle.flush()
+            os.fsync(handle.fileno())
+            sizes[kind] = handle.tell()
+        return sizes
+
+    def abandon(self) -> None:
+        """Close the part files and remove them (a cancelled run leaves nothing of the patients behind)."""
+        for kind in list(self.handles):
+            self.handles.pop(kind).close()
+        for part in self.dest.glob("*-1.ndjson.part"):
+            part.unlink(missing_ok=True)
+
+    def suspend(self) -> None:
+        """Close the part files, kept for a rerun to go on from the last checkpoint."""
+        for kind in list(self.handles):
+            self.handles.pop(kind).close()
 
     def _part(self, kind: str) -> Path:
         return self.dest / f"{kind}-1.ndjson.part"
@@ -257,42 +310,62 @@ class SearchResult:
 async def search_population(base_url: str, dest: Path, trial: Trial, wanted: Wanted, *,
                             token: Callable[[], Any] | None = None, group: str | None = None,
                             as_of: date | None = None, scan_all: bool = False, progress: ProgressFn | None = None,
-                            timeout: float = 60.0, parallel: int = PARALLEL_PATIENTS) -> SearchResult:
+                            timeout: float = 60.0, parallel: int = PARALLEL_PATIENTS,
+                            resume: SearchProgress | None = None,
+                            checkpoint: Callable[[SearchProgress], None] | None = None) -> SearchResult:
     """Find the patients (the Group's members, or by diagnosis code), fetch each, write NDJSON into `dest`.
 
     `token`: an async callable giving the current bearer token (refreshed between batches), or None.
-    Raises SearchFailedError (a BulkError) when a search or a patient's fetch fails: a folder with a patient
-    silently missing would give a wrong `screened`.
+    `resume`: where an earlier run of the same request stopped (its part files still in `dest`);
+    `checkpoint` is called with the progress after the patients are found and after every batch — saved,
+    it lets a rerun go on. Raises SearchFailedError (a BulkError) when a search or a patient's fetch
+    fails: the part files are kept for the rerun, never renamed into a population with a patient
+    missing (that would give a wrong `screened`). A cancel (Ctrl-C) removes them.
     """
     async def bearer() -> str | None:
         return str(await token()) if token is not None else None
 
     writer = NdjsonWriter(dest)
+    state = resume if resume is not None and resume.ids is not None and writer.resume(resume.sizes) \
+        else SearchProgress()
+    if state.ids is None:
+        writer.abandon()  # part files of a run that cannot be resumed: start clean
     try:
         async with aiohttp.ClientSession() as session:
             client = SessionClient(base_url, session, await bearer(), timeout)
-            if progress is not None:
-                progress(Progress("searching", f"finding patients on {shown(base_url)}"))
-            ids = await group_members(client, group) if group is not None else \
-                await find_patients(client, search_plan(trial), scan_all)
+            if state.ids is None:
+                if progress is not None:
+                    progress(Progress("searching", f"finding patients on {shown(base_url)}"))
+                state.ids = await group_members(client, group) if group is not None else \
+                    await find_patients(client, search_plan(trial), scan_all)
+                if checkpoint is not None:
+                    checkpoint(state)
+            ids = state.ids
             log.info("search fallback found patients", extra={"fhir_server": shown(base_url), "patients": len(ids),
-                                                               "group": group is not None})
-            for start in range(0, len(ids), parallel):
+                                                               "group": group is not None, "resumed_at": state.done})
+            for start in range(state.done, len(ids), parallel):
                 batch = ids[start:start + parallel]
                 client = SessionClient(base_url, session, await bearer(), timeout)
                 records = await asyncio.gather(*(patient_resources(client, pid, wanted, as_of) for pid in batch))
                 for resources in records:  # in id order, whatever finished first: the same files every run
                     for resource in resources:
                         writer.write(resource)
+                state.done, state.sizes = start + len(batch), writer.checkpoint()
+                if checkpoint is not None:
+                    checkpoint(state)
                 if progress is not None:
-                    progress(Progress("fetching", "", start + len(batch), len(ids)))
+                    progress(Progress("fetching", "", state.done, len(ids)))
     except SearchFailedError:
-        writer.close(keep=False)
+        writer.suspend()
         raise
     except FhirServerError as exc:
-        writer.close(keep=False)
-        raise SearchFailedError(f"the search fallback failed: {exc}") from None
-    except BaseException:
-        writer.close(keep=False)
+        writer.suspend()
+        raise SearchFailedError(f"the search fallback failed: {exc}; rerun the same command to go on "
+                                f"from patient {state.done + 1} of {len(state.ids or [])}") from None
+    except (asyncio.CancelledError, KeyboardInterrupt):  # a cancel: nothing of the patients is left behind
+        writer.abandon()
+        raise
+    except BaseException:  # anything else (a full disk, a bug): kept, as a crash leaves them, for the rerun
+        writer.suspend()
         raise
     return SearchResult(len(ids), writer.close())

@@ -38,6 +38,15 @@ def prepare(dest: Path) -> Path:
     return dest
 
 
+def append_private(path: Path, size: int) -> BinaryIO:
+    """An existing file cut back to `size` bytes (what a checkpoint recorded), opened to append; still 0600."""
+    fd = os.open(path, os.O_WRONLY)
+    os.fchmod(fd, 0o600)
+    os.ftruncate(fd, size)
+    os.lseek(fd, size, os.SEEK_SET)
+    return os.fdopen(fd, "wb")
+
+
 def create_private(path: Path) -> BinaryIO:
     """A new file (truncated if present) that only its owner can read: 0600 from its creation."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -80,6 +89,9 @@ class ExportState:
     complete: bool = False
     cleaned_up: bool = False  # the server was told (DELETE) that the files may go
     patients: int | None = None  # the search fallback: patients found
+    # the search fallback under way: the patients found, how many are written, and the part files' sizes
+    # then (bulk/search.py SearchProgress) — a rerun goes on from there
+    search: dict[str, Any] | None = None
     version: int = STATE_VERSION
 
     def save(self, dest: Path) -> None:
