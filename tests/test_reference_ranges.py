@@ -194,3 +194,11 @@ def test_renal_notes_say_the_clearance_is_below_30_when_it_is() -> None:
     result = evaluate(asps(), obs, weight, height, gender=None, birth_date="1936-01-01").criterion("renal-function")
     assert result.status == "unknown", result
     assert "is below 30" in (result.note or "") and "spans 30" not in (result.note or ""), result.note
+
+
+def test_a_high_without_a_value_states_no_upper_limit() -> None:
+    # found by the CLI fuzzer (tests/test_security_input.py): a `high` holding only its unit
+    no_value = {"high": {"unit": "mg/dL"}, "low": mg_dl(0.1)}
+    result = evaluate(asps(), bilirubin(1.6, no_value)).criterion("total-bilirubin")
+    assert result.status == "met" and "assumed ULN 1.2 mg/dL" in (result.observed or ""), result
+    assert "states no upper limit" in (result.note or "")

@@ -80,7 +80,7 @@ def read_ranges(given: Any, value_unit: dict[str, Any], spec: tables.InputSpec, 
         problem = first_problem(ObservationReferenceRange, rng, first_error) or _unreadable(rng)
         if problem is not None:
             return RangeReading(problem=f"the reference range is not valid FHIR R4 ({problem})")
-    with_high = [r for r in ranges if isinstance(r.get("high"), dict)]
+    with_high = [r for r in ranges if isinstance(r.get("high"), dict) and number(r["high"].get("value")) is not None]
     if not with_high:
         texts = [r["text"] for r in ranges if isinstance(r.get("text"), str) and not r.get("low")]
         if texts:  # the lab stated its range in words only: the limit is there, not readable
