@@ -14,6 +14,12 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _hold_until(slots: Slots, gate: asyncio.Event) -> None:
+    """A request that keeps its slot until `gate` is set (a slow server)."""
+    async with slots.hold(SEARCH, None):
+        await gate.wait()
+
+
 async def test_a_waiting_patient_read_goes_before_searches_that_queued_earlier() -> None:
     slots = Slots(1)
     order: list[str] = []
@@ -40,12 +46,7 @@ async def test_a_waiting_patient_read_goes_before_searches_that_queued_earlier()
 async def test_a_wait_past_its_timeout_fails_and_leaves_the_slots_whole() -> None:
     slots = Slots(1)
     gate = asyncio.Event()
-
-    async def hold_one() -> None:
-        async with slots.hold(SEARCH, None):
-            await gate.wait()
-
-    holder = asyncio.create_task(hold_one())
+    holder = asyncio.create_task(_hold_until(slots, gate))
     await _settle()
     with pytest.raises(SlotWaitTimeout):
         async with slots.hold(PATIENT, 0.05):
@@ -60,14 +61,9 @@ async def test_a_wait_past_its_timeout_fails_and_leaves_the_slots_whole() -> Non
 async def test_a_cancelled_waiter_gives_up_its_place_and_never_its_slot() -> None:
     slots = Slots(2)
     gate = asyncio.Event()
-
-    async def hold_one() -> None:
-        async with slots.hold(SEARCH, None):
-            await gate.wait()
-
-    holders = [asyncio.create_task(hold_one()) for _ in range(2)]
+    holders = [asyncio.create_task(_hold_until(slots, gate)) for _ in range(2)]
     await _settle()
-    waiter = asyncio.create_task(hold_one())
+    waiter = asyncio.create_task(_hold_until(slots, gate))
     await _settle()
     assert slots.waiting == 1
     waiter.cancel()  # the hook's deadline: the job is cancelled while it waits
