@@ -142,6 +142,7 @@ def test_a_failed_fetch_leaves_no_partial_population_and_the_rerun_goes_on_where
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".ndjson")]
         state = json.loads((tmp_path / STATE_NAME).read_text())
         assert state["complete"] is False and state["search"]["done"] == PARALLEL_PATIENTS
+        assert "ids" not in state["search"]  # the patients found are kept apart, written once
         proxy.heal()
         proxy.script("metadata", without_export)
         before = proxy.count("Patient")
@@ -202,3 +203,31 @@ def test_the_search_codes_come_from_the_trial_and_the_condition_tables() -> None
     # the other trial's cohorts name no sarcoma of bone: its morphologies are not searched for
     assert f"{icdo3}|9180/3" in axiom.tokens and f"{icdo3}|9180/3" not in other.tokens
     assert all(len(params["code"]) <= 4000 for params in axiom.requests() if "code" in params)
+
+
+def test_a_crash_while_the_files_are_renamed_into_place_fetches_nobody_again(
+        server: SekmetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the part files were renamed to their final names, before the state said complete: the
+    rerun takes them back as they are and fetches no patient again (a reviewer's case)."""
+    from adapter.bulk.search import NdjsonWriter
+
+    class CrashError(Exception):
+        pass
+
+    real_close = NdjsonWriter.close
+
+    def close_then_crash(self: NdjsonWriter, keep: bool = True) -> Any:
+        real_close(self, keep)
+        raise CrashError
+
+    with no_export(server).running() as proxy:
+        monkeypatch.setattr(NdjsonWriter, "close", close_then_crash)
+        with pytest.raises(CrashError):
+            fetch_population(proxy.base_url, tmp_path)
+        monkeypatch.setattr(NdjsonWriter, "close", real_close)
+        before = proxy.count("Patient")
+        download = fetch_population(proxy.base_url, tmp_path)
+        assert proxy.count("Patient") == before
+    assert download.patients == len(SARCOMA)
+    resources, _ = by_patient(tmp_path)
+    assert sorted(resources) == SARCOMA

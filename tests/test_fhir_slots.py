@@ -71,3 +71,31 @@ async def test_a_cancelled_waiter_gives_up_its_place_and_never_its_slot() -> Non
     gate.set()
     await asyncio.gather(*holders)
     assert slots.busy == 0 and slots.waiting == 0
+
+
+@pytest.mark.parametrize("settle", [0, 1, 2, 3])
+async def test_a_waiter_cancelled_as_it_is_handed_the_slot_is_cancelled_and_gives_the_slot_back(settle: int) -> None:
+    """The hook's deadline cancels a request just as a slot frees up for it: the cancel must not be lost
+    (asyncio.wait_for on Python 3.11 lost it and the hook waited for the whole request), and the slot must
+    come back — whichever step of the hand-over the cancel lands on."""
+    slots = Slots(1)
+    gate = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def waiter() -> None:
+        async with slots.hold(SEARCH, 10.0):
+            await asyncio.sleep(10)  # the request (with the cancel lost, the test waits for it and fails)
+            finished.set()
+
+    holder = asyncio.create_task(_hold_until(slots, gate))
+    await _settle()
+    task = asyncio.create_task(waiter())
+    await _settle()
+    gate.set()
+    await holder
+    for _ in range(settle):
+        await asyncio.sleep(0)
+    task.cancel()
+    (outcome,) = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(outcome, asyncio.CancelledError) and not finished.is_set()
+    assert slots.busy == 0 and slots.waiting == 0

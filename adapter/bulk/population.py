@@ -15,7 +15,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -177,6 +177,25 @@ def _done(progress: ProgressFn | None, download: PopulationDownload) -> None:
                           len(download.files)))
 
 
+SEARCH_IDS_NAME = ".axiom-search-patients.json"  # the search fallback's patients, while it runs
+
+
+def _search_progress(dest: Path, previous: ExportState | None) -> SearchProgress | None:
+    """Where an interrupted search fallback of this folder stopped; None to start afresh (no checkpoint,
+    or its list of patients gone or unreadable)."""
+    if previous is None or not previous.search:
+        (dest / SEARCH_IDS_NAME).unlink(missing_ok=True)
+        return None
+    try:
+        ids = orjson.loads((dest / SEARCH_IDS_NAME).read_bytes())
+        done, sizes = int(previous.search["done"]), dict(previous.search["sizes"])
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
+    return SearchProgress(ids, done, {str(k): int(v) for k, v in sizes.items()})
+
+
 async def _by_search(base: str, dest: Path, definition: Trial, wanted: Wanted, source: TokenSource | None,
                      group: str | None, as_of: date | None, scan_all: bool, progress: ProgressFn | None,
                      timeout: float, reason: str, previous: ExportState | None) -> PopulationDownload:
@@ -193,13 +212,18 @@ async def _by_search(base: str, dest: Path, definition: Trial, wanted: Wanted, s
     if previous is None and any(p.name.endswith((".ndjson", ".ndjson.gz")) or p.name in (SOURCE_NAME, ERRORS_DIR)
                                 for p in dest.iterdir()):
         raise DestinationError(f"{dest} already holds NDJSON files but no download state: choose an empty folder")
-    resume = SearchProgress(**previous.search) if previous is not None and previous.search else None
+    resume = _search_progress(dest, previous)
     state = previous if resume is not None and previous is not None else ExportState(
         server=base, request=signature, method="search", kicked_off=datetime.now(UTC).isoformat(timespec="seconds"))
     state.save(dest)
 
+    ids_written: list[bool] = []
+
     def checkpoint(progress_now: SearchProgress) -> None:
-        state.search = asdict(progress_now)
+        if not ids_written:  # once a run: the checkpoints stay small however many patients there are
+            write_private(dest / SEARCH_IDS_NAME, orjson.dumps(progress_now.ids))
+            ids_written.append(True)
+        state.search = {"done": progress_now.done, "sizes": progress_now.sizes}
         state.save(dest)
 
     token: Callable[[], Awaitable[str]] | None = source.token if source is not None else None
@@ -209,6 +233,7 @@ async def _by_search(base: str, dest: Path, definition: Trial, wanted: Wanted, s
     state.files = {f.name: f for f in result.files}
     state.patients, state.complete, state.search = result.patients, True, None
     state.save(dest)
+    (dest / SEARCH_IDS_NAME).unlink(missing_ok=True)
     files = tuple(result.files)
     return PopulationDownload(dest, "search", shown(base), group, state.kicked_off, files, _counts(files),
                               result.patients, fallback_reason=reason)

@@ -211,7 +211,8 @@ async def patient_resources(client: SessionClient, patient_id: str, wanted: Want
 class SearchProgress:
     """How far a search fallback got: the patients found (None: not yet), how many of them are written,
     and the size of each part file then. Saved after every batch, so a rerun after a crash or a failed
-    fetch goes on from the last whole batch instead of fetching every patient again."""
+    fetch goes on from the last whole batch instead of fetching every patient again (the ids once, in
+    their own file; each checkpoint only `done` and `sizes`)."""
 
     ids: list[str] | None = None
     done: int = 0
@@ -229,7 +230,13 @@ class NdjsonWriter:
 
     def resume(self, sizes: dict[str, int]) -> bool:
         """Reopen the part files as a checkpoint left them (cut back to its sizes: what was written after
-        it is written again), with what they hold; False when one is missing or shorter (start again)."""
+        it is written again), with what they hold; False when one is missing or shorter (start again).
+        A part already renamed to its final name (a crash while `close` renamed them, before the state
+        said complete) is taken back."""
+        for kind in sizes:
+            part, final = self._part(kind), self._final(kind)
+            if not part.exists() and final.exists():
+                final.replace(part)
         parts = {p.name.removesuffix("-1.ndjson.part"): p for p in self.dest.glob("*-1.ndjson.part")}
         if any(kind not in parts or parts[kind].stat().st_size < size for kind, size in sizes.items()):
             return False
@@ -237,15 +244,22 @@ class NdjsonWriter:
             if kind not in sizes:
                 part.unlink()
                 continue
-            with part.open("rb") as fh:
-                kept = fh.read(sizes[kind]).splitlines()
-            self.counts[kind] = len(kept)
-            for line in kept:
-                rid = orjson.loads(line).get("id")
-                if rid is not None:
-                    self.seen.add((kind, str(rid)))
+            count, read = 0, 0
+            with part.open("rb") as fh:  # line by line: a part may hold gigabytes
+                for line in fh:
+                    read += len(line)
+                    if read > sizes[kind]:
+                        break
+                    count += 1
+                    rid = orjson.loads(line).get("id")
+                    if rid is not None:
+                        self.seen.add((kind, str(rid)))
+            self.counts[kind] = count
             self.handles[kind] = append_private(part, sizes[kind])
         return True
+
+    def _final(self, kind: str) -> Path:
+        return self.dest / f"{kind}-1.ndjson"
 
     def checkpoint(self) -> dict[str, int]:
         """Everything written so far on disk (flushed and synced); the part files' sizes."""
@@ -257,10 +271,11 @@ class NdjsonWriter:
         return sizes
 
     def abandon(self) -> None:
-        """Close the part files and remove them (a cancelled run leaves nothing of the patients behind)."""
+        """Close the part files and remove them, and any file a run of this folder renamed into place (a
+        cancelled or restarted run leaves nothing of the patients behind for `screen` to read)."""
         for kind in list(self.handles):
             self.handles.pop(kind).close()
-        for part in self.dest.glob("*-1.ndjson.part"):
+        for part in [*self.dest.glob("*-1.ndjson.part"), *self.dest.glob("*-1.ndjson")]:
             part.unlink(missing_ok=True)
 
     def suspend(self) -> None:
@@ -294,7 +309,7 @@ class NdjsonWriter:
             if not keep:
                 part.unlink(missing_ok=True)
                 continue
-            final = part.with_name(f"{kind}-1.ndjson")
+            final = self._final(kind)
             part.replace(final)
             records.append(FileRecord(final.name, kind, final.stat().st_size, self.counts[kind]))
         self.handles.clear()

@@ -122,31 +122,33 @@ class SessionClient(AsyncFHIRClient):
             attempt += 1
 
     async def _attempt(self, url: str, what: str, priority: int) -> Any:
-        """One exchange, sent once a connection slot is free: the parsed resource, or a _Failure."""
-        if self.slots is None:
-            return await self._admitted(url, what)
-        wait = None if self.deadline is None else max(0.0, self.deadline - time.monotonic() - RETRY_MARGIN_S)
-        try:
-            async with self.slots.hold(priority, wait):
-                return await self._admitted(url, what)
-        except SlotWaitTimeout:  # the server was never asked: nothing for its breaker, no retry
-            log.warning("FHIR connections all busy until the deadline: request not sent",
-                        extra={"fhir_server": self.shown_url, "connections": self.slots.limit})
-            return _Failure(f"all {self.slots.limit} connections this service keeps to the FHIR server at "
-                            f"{self.shown_url} stayed busy with other requests until the hook's deadline: "
-                            f"{what} was not sent", Outcome.NEUTRAL, issue="throttled")
-
-    async def _admitted(self, url: str, what: str) -> Any:
-        """One exchange, reported to the breaker: the parsed resource, or a _Failure."""
+        """One exchange, reported to the breaker: the parsed resource, or a _Failure. The breaker is asked
+        first, without a connection slot: a request waiting for another's trial (a half-open probe) must
+        not keep a slot that requests to a healthy base on the same host could use."""
         probe = await self.breaker.admit() if self.breaker is not None else False
         outcome, short = Outcome.NEUTRAL, ""
         try:
-            result = await self._exchange(url, what)
+            result = await self._sent(url, what, priority)
             outcome, short = (result.outcome, result.short) if isinstance(result, _Failure) else (Outcome.OK, "")
             return result
         finally:  # also on cancellation (the hook's deadline): the breaker must hear of every probe
             if self.breaker is not None:
                 self.breaker.record(outcome, probe, short)
+
+    async def _sent(self, url: str, what: str, priority: int) -> Any:
+        """The exchange, once a connection slot is free (fhir/slots.py)."""
+        if self.slots is None:
+            return await self._exchange(url, what)
+        wait = None if self.deadline is None else max(0.0, self.deadline - time.monotonic() - RETRY_MARGIN_S)
+        try:
+            async with self.slots.hold(priority, wait):
+                return await self._exchange(url, what)
+        except SlotWaitTimeout:  # the server was never asked: neutral for its breaker, no retry
+            log.warning("FHIR connections all busy until the deadline: request not sent",
+                        extra={"fhir_server": self.shown_url, "connections": self.slots.limit})
+            return _Failure(f"all {self.slots.limit} connections this service keeps to the FHIR server at "
+                            f"{self.shown_url} stayed busy with other requests until the hook's deadline: "
+                            f"{what} was not sent", Outcome.NEUTRAL, issue="throttled")
 
     async def _exchange(self, url: str, what: str) -> Any:
         answered = False

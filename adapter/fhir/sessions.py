@@ -47,8 +47,6 @@ class SessionPool:
             task = asyncio.ensure_future(self._sessions.pop(oldest).close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-            if oldest in self._slots and not self._slots[oldest].busy:
-                del self._slots[oldest]
         return session
 
     def slots(self, base_url: str) -> Slots:
@@ -56,6 +54,9 @@ class SessionPool:
         key = _host_key(base_url)
         found = self._slots.get(key)
         if found is None:
+            if len(self._slots) >= MAX_BREAKERS:  # hosts come from callers: forget the idle ones (a busy one
+                for idle in [k for k, v in self._slots.items() if not v.busy and not v.waiting]:  # stays: one
+                    del self._slots[idle]  # limit per host, never two)
             found = self._slots[key] = Slots(self._limit)
         return found
 

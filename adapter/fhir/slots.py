@@ -53,7 +53,10 @@ class Slots:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), fut))
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            # not asyncio.wait_for: on Python 3.11 it returns a result that arrives together with a cancel
+            # and loses the cancel (the hook's deadline would then wait for the whole request)
+            async with asyncio.timeout(timeout_s):
+                await fut
         except (TimeoutError, asyncio.CancelledError) as exc:
             if fut.done() and not fut.cancelled():
                 self._release()  # handed a slot just as the wait ended: give it on
