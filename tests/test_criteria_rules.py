@@ -331,3 +331,15 @@ def test_an_unreadable_code_in_a_hook_prefetch_is_on_the_card(tmp_path: Path) ->
     (shown,) = response.json()["cards"]
     assert decisive_rows(shown["detail"])["platelets"][0] == "unknown"
     assert "code is not a readable CodeableConcept" in shown["detail"]
+
+
+def test_a_result_coded_by_text_only_is_no_unreadable_code() -> None:
+    # valid FHIR: a code with text and no coding names no code, so nothing reads it — but nothing is wrong
+    # with it either, and the report must not call it unreadable
+    # (also when another element of the wrong JSON type makes the Bundle reader read it field by field)
+    for odd in ({}, {"issued": 5}):
+        obs = {**lab("777-3", 50, "10*3/uL", ucum="10*3/uL"), **odd}
+        obs["code"] = {"text": "Platelet count"}
+        report = evaluate(asps(), obs)
+        assert report.criterion("platelets").status == "unknown"
+        assert not [n for n in report.data_notes if "readable CodeableConcept" in n], (odd, report.data_notes)

@@ -19,6 +19,15 @@ def coding_list(concept: Any) -> list[Any]:
     return found if isinstance(found, list) else []
 
 
+def unreadable_concept(value: Any) -> bool:
+    """A CodeableConcept that is there but no code can be read from: not an object, or `coding` that is
+    not a list. One with text only (or no coding) is readable: it names no code."""
+    if value is None:
+        return False
+    coding = value.get("coding") if isinstance(value, dict) else None
+    return not isinstance(value, dict) or (coding is not None and not isinstance(coding, list))
+
+
 def codings(concept: Any) -> frozenset[Coding]:
     """(system, code) of every coding that has both as strings."""
     out = set()

@@ -16,6 +16,7 @@ from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
 from ..errors import InputError
+from .elements import unreadable_concept
 from .expand import expand, is_container
 from .urls import names
 from .wanted import Wanted
@@ -170,7 +171,7 @@ def assemble(patient: Resource, patient_full_url: str | None, entries: Iterable[
                 # a `code` that is not a CodeableConcept (coding an object, not a list): what it measures
                 # cannot be told; said, not silently passed over (rare, so the resource is parsed to tell)
                 if head.code is None and whose(head.subject_reference(), entry.full_url) \
-                        and entry.resource.get("code") is not None:
+                        and unreadable_concept(entry.resource.get("code")):
                     unreadable.append(entry.ref or "an Observation")
                 continue
         owner = whose(head.subject_reference(), entry.full_url)

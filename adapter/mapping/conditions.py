@@ -20,6 +20,7 @@ from fhir.resources.R4B.condition import Condition
 from pydantic import ValidationError
 
 from .. import tables
+from ..fhir.elements import unreadable_concept
 from ..fhir.wire import Entry
 from .abatement import Abatement, abatement, legacy_abatement
 from .dates import date_range
@@ -264,10 +265,6 @@ def unreadable_codes(entries: list[Entry]) -> list[str]:
     out = []
     for entry in entries:
         r = entry.resource
-        code = r.get("code") if isinstance(r, dict) else None
-        if code is None:
-            continue
-        coding = code.get("coding") if isinstance(code, dict) else None
-        if not isinstance(code, dict) or (coding is not None and not isinstance(coding, list)):
+        if isinstance(r, dict) and unreadable_concept(r.get("code")):
             out.append(entry.ref or "a Condition")
     return sorted(out)
