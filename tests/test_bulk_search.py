@@ -216,8 +216,8 @@ def test_a_crash_while_the_files_are_renamed_into_place_fetches_nobody_again(
 
     real_close = NdjsonWriter.close
 
-    def close_then_crash(self: NdjsonWriter, keep: bool = True) -> Any:
-        real_close(self, keep)
+    def close_then_crash(self: NdjsonWriter) -> Any:
+        real_close(self)
         raise CrashError
 
     with no_export(server).running() as proxy:

@@ -184,7 +184,6 @@ def _search_progress(dest: Path, previous: ExportState | None) -> SearchProgress
     """Where an interrupted search fallback of this folder stopped; None to start afresh (no checkpoint,
     or its list of patients gone or unreadable)."""
     if previous is None or not previous.search:
-        (dest / SEARCH_IDS_NAME).unlink(missing_ok=True)
         return None
     try:
         ids = orjson.loads((dest / SEARCH_IDS_NAME).read_bytes())

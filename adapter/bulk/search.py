@@ -300,15 +300,12 @@ class NdjsonWriter:
         self.handles[kind].write(orjson.dumps(resource) + b"\n")
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
-    def close(self, keep: bool = True) -> list[FileRecord]:
-        """The files, renamed into place (`keep`), or removed."""
+    def close(self) -> list[FileRecord]:
+        """The files, renamed into place."""
         records = []
         for kind in sorted(self.handles):
             self.handles[kind].close()
             part = self._part(kind)
-            if not keep:
-                part.unlink(missing_ok=True)
-                continue
             final = self._final(kind)
             part.replace(final)
             records.append(FileRecord(final.name, kind, final.stat().st_size, self.counts[kind]))

@@ -102,12 +102,13 @@ def read_ranges(given: Any, value_unit: dict[str, Any], spec: tables.InputSpec, 
     limits: dict[tuple[float, str, str], Limit] = {}  # the same limit stated twice is one
     sure = 0
     for rng in chosen:
+        unsure = any(rng is m for m in maybe)
         limit = _limit(rng, value_unit, spec, kind)
-        if isinstance(limit, _Implausible) and any(rng is m for m in maybe):
+        if isinstance(limit, _Implausible) and unsure:
             continue  # a range that only may be the normal one, with no possible ULN (a critical range)
         if isinstance(limit, str):
             return RangeReading(problem=limit)
-        sure += not any(rng is m for m in maybe)
+        sure += not unsure
         limits.setdefault((limit.value, limit.shown, limit.population), limit)
     if not limits:
         return RangeReading(passed_over="its reference ranges hold no plausible ULN")
@@ -184,6 +185,11 @@ def _applies(rng: dict[str, Any], patient: Patient, on: date) -> bool | None:
     answers.append(_age_applies(rng.get("age"), patient, on))
     if _meaning(rng.get("type")) == "unsure":
         answers.append(None)
+    return _all_hold(answers)
+
+
+def _all_hold(answers: list[bool | None]) -> bool | None:
+    """Three-valued AND: False if any is False, else None if any is unknown, else True."""
     if False in answers:
         return False
     return None if None in answers else True
@@ -218,9 +224,7 @@ def _age_applies(age: Any, patient: Patient, on: date) -> bool | None:
             youngest, oldest = math.floor(youngest), math.floor(oldest)
         inside = (youngest >= limit, oldest >= limit) if bound == "low" else (oldest <= limit, youngest <= limit)
         answers.append(True if inside[0] else False if not inside[1] else None)
-    if False in answers:
-        return False
-    return None if None in answers else True
+    return _all_hold(answers)
 
 
 def _age_in(birth: date, on: date, unit: tuple[str, int]) -> float:
